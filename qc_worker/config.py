@@ -1,0 +1,295 @@
+"""The one Settings object for the whole project.
+
+Every setting is read here, from environment variables prefixed ``QC_`` (``QC_DEVICE=cpu``)
+or from a ``.env`` file in the working directory when one exists; environment variables
+win over the file. Nothing else in the project reads ``os.environ``: code that needs a
+setting calls :func:`get_settings` (cached for the life of the process), and tests build a
+fresh object with ``Settings(_env_file=None, device="cpu", ...)`` or clear the cache with
+``get_settings.cache_clear()``.
+
+The defaults are the embedded, no-servers setup of the design: a SQLite file, local files,
+the shipped checkpoint, whatever device is available.
+
+:meth:`Settings.redacted` gives the values with secrets masked, for printing and logging.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "ENV_PREFIX",
+    "REDACTED",
+    "Settings",
+    "format_validation_error",
+    "get_settings",
+    "is_sensitive_name",
+    "redact_url",
+]
+
+ENV_PREFIX = "QC_"
+REDACTED = "***"
+
+Device = Literal["auto", "cpu", "cuda"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+_SENSITIVE = re.compile(r"password|passwd|secret|key|token", re.IGNORECASE)
+
+
+def is_sensitive_name(name: str) -> bool:
+    """True when a setting or query-parameter name says it holds a secret."""
+    return bool(_SENSITIVE.search(name))
+
+
+def redact_url(url: str) -> str:
+    """Mask the password in a URL, and any query parameter whose name looks secret.
+
+    ``postgresql://qc:hunter2@db:5432/qc`` becomes ``postgresql://qc:***@db:5432/qc``;
+    ``redis://:pw@host:6379/0`` becomes ``redis://:***@host:6379/0``. Strings that are not
+    URLs, and URLs with no password, come back unchanged.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    netloc = parts.netloc
+    # Same split as urllib's own .password: the last "@" ends the user information.
+    userinfo, at, hostinfo = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:{REDACTED}@{hostinfo}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(is_sensitive_name(k) for k, _ in pairs):
+            query = urlencode(
+                [(k, REDACTED if is_sensitive_name(k) else v) for k, v in pairs], safe="*"
+            )
+    if netloc == parts.netloc and query == parts.query:
+        return url
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _none_if_blank(value: Any) -> Any:
+    """An empty or blank string from the environment means "not set"."""
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+class Settings(BaseSettings):
+    """Effective configuration of one process (worker, beat, CLI or test).
+
+    Each field is set by the environment variable ``QC_<FIELD NAME IN CAPITALS>``.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+        case_sensitive=False,
+    )
+
+    # --- database -------------------------------------------------------------------
+    database_url: str = Field(
+        default="sqlite:///./qc.db",
+        description=(
+            "SQLAlchemy URL of the results database. The default is a SQLite file in the "
+            "working directory; production uses PostgreSQL, e.g. "
+            "postgresql+psycopg://qc:PASSWORD@db:5432/qc."
+        ),
+    )
+
+    # --- broker ---------------------------------------------------------------------
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        description=(
+            "Redis URL of the Celery broker and result backend (redis://, rediss:// or unix://)."
+        ),
+    )
+
+    # --- object store ---------------------------------------------------------------
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="S3 endpoint URL (MinIO, moto); unset means AWS's own endpoint.",
+    )
+    s3_region: str = Field(default="us-east-1", description="S3 region name.")
+    s3_bucket: str | None = Field(
+        default=None,
+        description=(
+            "Bucket that holds images, thumbnails and overlays; unset means local files only."
+        ),
+    )
+    s3_access_key_id: SecretStr | None = Field(
+        default=None,
+        description="S3 access key id; unset means boto3's usual credential chain.",
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        default=None,
+        description="S3 secret access key; unset means boto3's usual credential chain.",
+    )
+    local_root: Path = Field(
+        default=Path("."),
+        description="Folder that local (non-S3) image paths and outputs are resolved against.",
+    )
+
+    # --- model ----------------------------------------------------------------------
+    model_path: Path | None = Field(
+        default=None,
+        description=(
+            "Detector checkpoint to load; unset means the checkpoint shipped in qc_worker/weights."
+        ),
+    )
+    imagenet_weights_path: Path | None = Field(
+        default=None,
+        description=(
+            "ImageNet-pretrained encoder weights file for training; never downloaded. "
+            "Unset means the torch cache if it already holds them, else random initialisation."
+        ),
+    )
+    device: Device = Field(
+        default="auto",
+        description="Where the detector runs: auto (CUDA when available, else CPU), cpu or cuda.",
+    )
+
+    # --- input limits and logging ---------------------------------------------------
+    max_image_pixels: int = Field(
+        default=100_000_000,
+        gt=0,
+        description="Largest image accepted, in pixels (width x height); bigger input is refused.",
+    )
+    log_level: LogLevel = Field(
+        default="INFO", description="Logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL."
+    )
+
+    # --- validation -----------------------------------------------------------------
+    @field_validator(
+        "s3_endpoint_url",
+        "s3_bucket",
+        "s3_access_key_id",
+        "s3_secret_access_key",
+        "model_path",
+        "imagenet_weights_path",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return _none_if_blank(value)
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _lower_device(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        value = value.strip()
+        scheme = urlsplit(value).scheme if "://" in value else ""
+        if not scheme:
+            raise ValueError(
+                "must be a SQLAlchemy URL such as sqlite:///./qc.db or "
+                "postgresql+psycopg://user:password@host:5432/qc"
+            )
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str) -> str:
+        value = value.strip()
+        scheme = urlsplit(value).scheme if "://" in value else ""
+        if scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError(
+                "must start with redis://, rediss:// or unix://, e.g. redis://127.0.0.1:6379/0"
+            )
+        return value
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _check_s3_endpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:9000")
+        return value
+
+    @field_validator("s3_region")
+    @classmethod
+    def _check_region(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("must not be empty (e.g. us-east-1)")
+        return value
+
+    # --- helpers --------------------------------------------------------------------
+    @property
+    def storage_kind(self) -> Literal["s3", "local"]:
+        """``"s3"`` when a bucket is configured, else ``"local"``."""
+        return "s3" if self.s3_bucket else "local"
+
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        """The environment variable that sets ``field`` (``device`` -> ``QC_DEVICE``)."""
+        return f"{ENV_PREFIX}{field}".upper()
+
+    def redacted(self) -> dict[str, Any]:
+        """All settings as JSON-ready values, secrets masked.
+
+        Masked: any field whose name contains password, secret, key or token (when set),
+        every :class:`~pydantic.SecretStr`, and the password in any URL value.
+        """
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                out[name] = None
+            elif isinstance(value, SecretStr) or is_sensitive_name(name):
+                out[name] = REDACTED
+            elif isinstance(value, Path):
+                out[name] = str(value)
+            elif isinstance(value, str):
+                out[name] = redact_url(value) if "://" in value else value
+            else:
+                out[name] = value
+        return out
+
+    def __repr_args__(self):  # type: ignore[override]
+        # repr() and str() show the redacted values, so a logged Settings never leaks secrets.
+        return list(self.redacted().items())
+
+
+def format_validation_error(error: ValidationError) -> str:
+    """A short, human message for a bad configuration, naming the environment variables."""
+    lines = ["invalid configuration:"]
+    for item in error.errors():
+        field = ".".join(str(p) for p in item.get("loc", ())) or "(settings)"
+        env = Settings.env_name(field) if field in Settings.model_fields else field
+        given = item.get("input")
+        shown = ""
+        if isinstance(given, (str, int, float)) and not is_sensitive_name(field):
+            shown_value = redact_url(given) if isinstance(given, str) else given
+            shown = f" (got {shown_value!r})"
+        lines.append(f"  {env}: {item.get('msg', 'invalid value')}{shown}")
+    return "\n".join(lines)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once. Tests: ``get_settings.cache_clear()``."""
+    return Settings()

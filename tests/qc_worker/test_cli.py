@@ -1,0 +1,71 @@
+"""qc_worker.cli: the ``qc config`` command."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+
+import pytest
+from typer.testing import CliRunner
+
+from qc_worker import __version__
+from qc_worker.cli import app
+from qc_worker.config import ENV_PREFIX, get_settings
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def settings_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[pytest.MonkeyPatch]:
+    """A clean configuration: no ``QC_*`` variables, no ``.env`` (runs in an empty tmp dir),
+    and the :func:`get_settings` cache cleared before and after."""
+    for name in list(os.environ):
+        if name.upper().startswith(ENV_PREFIX):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+    yield monkeypatch
+    get_settings.cache_clear()
+
+
+def test_config_json_is_parseable_and_redacted(settings_env):
+    settings_env.setenv("QC_DATABASE_URL", "postgresql://qc:hunter2@db.example:5432/qc")
+    settings_env.setenv("QC_S3_SECRET_ACCESS_KEY", "wJalrXUtnFEMI")
+    settings_env.setenv("QC_DEVICE", "cpu")
+    result = runner.invoke(app, ["config", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["database_url"] == "postgresql://qc:***@db.example:5432/qc"
+    assert data["s3_secret_access_key"] == "***"
+    assert data["device"] == "cpu"
+    assert data["max_image_pixels"] == 100_000_000
+    assert data["model_path"] is None
+    assert "hunter2" not in result.output
+    assert "wJalrXUtnFEMI" not in result.output
+
+
+def test_config_table_shows_settings_and_masks_secrets(settings_env):
+    settings_env.setenv("QC_REDIS_URL", "redis://:hunter2@127.0.0.1:6379/0")
+    settings_env.setenv("COLUMNS", "200")  # keep rich from wrapping the URL
+    result = runner.invoke(app, ["config"])
+    assert result.exit_code == 0, result.output
+    assert "max_image_pixels" in result.output
+    assert "QC_DEVICE" in result.output
+    assert "redis://:***@127.0.0.1:6379/0" in result.output
+    assert "hunter2" not in result.output
+
+
+def test_config_with_bad_environment_exits_2_with_a_clear_message(settings_env):
+    settings_env.setenv("QC_DEVICE", "gpu")
+    result = runner.invoke(app, ["config", "--json"])
+    assert result.exit_code == 2
+    assert "invalid configuration" in result.output
+    assert "QC_DEVICE" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert __version__ in result.output
