@@ -1,0 +1,1 @@
+"""Photorealistic motion-blur synthesis on sharp photos (paper section 3.2)."""
