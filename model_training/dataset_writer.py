@@ -125,7 +125,9 @@ def write_contact_sheet(out: Path, indices: range, path: Path, tile: int = 192) 
         tint[sel] = (0.5 * tint[sel] + 0.5 * np.array([0, 0, 255])).astype(np.uint8)
         contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(tint, contours, -1, (0, 255, 255), 1)
-        heat = cv2.applyColorMap(inten, cv2.COLORMAP_INFERNO)
+        # Viridis keeps low intensities visible; black marks "not motion-blurred".
+        heat = cv2.applyColorMap(inten, cv2.COLORMAP_VIRIDIS)
+        heat[~sel] = 0
         row = [cv2.resize(x, (tile, tile), interpolation=cv2.INTER_AREA) for x in (img, tint, heat)]
         rows.append(np.concatenate(row, axis=1))
     if rows:
