@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -94,3 +96,58 @@ def synth(
         f"({summary.blurred} with motion blur, {summary.negatives} hard negatives) to {out}\n"
         f"contact sheet: {summary.contact_sheet}"
     )
+
+
+def _parse_triple(text: str, name: str) -> tuple[int, int, int]:
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise typer.BadParameter("give three comma-separated whole numbers, one per curriculum stage", param_hint=name)
+    return tuple(int(p) for p in parts)  # type: ignore[return-value]
+
+
+@app.command()
+def fit(
+    sources: Annotated[list[Path], typer.Option("--sources", help="Folder of sharp photos; repeatable. Split by source image into train/val/test.")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, metrics.jsonl, curves.png, splits.json.")],
+    encoder: Annotated[str, typer.Option(help="Encoder: resnet50 (paper), resnet34, resnet18, mobilenet_v2, efficientnet-b0.")] = "resnet18",
+    encoder_weights: Annotated[Optional[Path], typer.Option(help="Local ImageNet weights file for the encoder (never downloaded).")] = None,
+    stage_steps: Annotated[str, typer.Option(help="Steps of curriculum stages 1,2,3.")] = "300,700,1500",
+    stage_crop: Annotated[str, typer.Option(help="Crop side of stages 1,2,3.")] = "192,256,256",
+    batch_size: Annotated[int, typer.Option(min=1, help="Per-process batch size.")] = 8,
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 1e-3,
+    amp: Annotated[str, typer.Option(help="Autocast: bf16, fp16 (CUDA) or off.")] = "bf16",
+    workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes per training process.")] = 1,
+    val_every: Annotated[int, typer.Option(min=1)] = 250,
+    val_samples: Annotated[int, typer.Option(min=1)] = 64,
+    seed: Annotated[int, typer.Option()] = 0,
+    config: Annotated[Optional[Path], typer.Option("--config", help="JSON TrainConfig; command-line options above override it.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/train_state.pt if present.")] = False,
+) -> None:
+    """Train the detector on motion blur synthesised on the fly (three-stage curriculum)."""
+    from model_training.train import TrainConfig, fit as run_fit
+
+    try:
+        base = json.loads(config.read_text()) if config else {}
+        cfg = TrainConfig.model_validate({
+            **base, "out": out, "sources": sources, "encoder": encoder, "encoder_weights": encoder_weights,
+            "stage_steps": _parse_triple(stage_steps, "--stage-steps"), "stage_crop": _parse_triple(stage_crop, "--stage-crop"),
+            "batch_size": batch_size, "lr": lr, "amp": amp, "workers": workers, "val_every": val_every,
+            "val_samples": val_samples, "seed": seed,
+        })
+    except (OSError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, disable=not console.is_terminal and not sys.stderr.isatty()) as bar:
+        task = bar.add_task("training", total=cfg.total_steps)
+
+        def on_step(step: int, record: dict) -> None:
+            desc = f"stage {record.get('stage', 1)} loss {record.get('total', float('nan')):.3f}"
+            if "val_blur_iou" in record:
+                desc += f" val IoU {record['val_blur_iou']:.3f} AUC {record['val_auc']:.3f}"
+            bar.update(task, completed=step, description=desc)
+            if step % 50 == 0 and not console.is_terminal:
+                console.print(f"step {step}/{cfg.total_steps} {desc}")
+
+        last = run_fit(cfg, resume=resume, progress=on_step)
+    console.print(f"done: {json.dumps(last)}\noutputs in {out}")

@@ -1,0 +1,186 @@
+"""SMBlurDetect's network: a U-Net on RGB + blur-frequency, with a mask and an intensity head.
+
+Input normalisation and the frequency channel happen inside the module, so a caller only
+ever passes RGB in [0, 1] and training and serving cannot disagree about preprocessing.
+Auxiliary mask heads on intermediate decoder stages (deep supervision, paper 3.3) run
+only when asked for, so inference pays nothing for them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from qc_worker.detector.frequency import BlurFrequency, FrequencySpec
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+ENCODERS = ("resnet50", "resnet34", "resnet18", "mobilenet_v2", "efficientnet-b0")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild the architecture; saved in every checkpoint."""
+
+    encoder: str = "resnet18"
+    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
+    #: Decoder blocks (0 = deepest) whose outputs get an auxiliary mask head.
+    aux_stages: tuple[int, ...] = (1, 2, 3)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    frequency: FrequencySpec = field(default_factory=FrequencySpec)
+    #: How the encoder started: "random" or "imagenet:<file name>:<sha256 prefix>".
+    encoder_init: str = "random"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        d = dict(d)
+        d["frequency"] = FrequencySpec(**d.get("frequency", {}))
+        for key in ("decoder_channels", "aux_stages", "mean", "std"):
+            if key in d:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+@dataclass
+class DetectorOutput:
+    """Mask logits and intensity at input resolution; aux logits at their stage's resolution."""
+
+    logits: torch.Tensor
+    intensity: torch.Tensor
+    aux: list[torch.Tensor]
+
+    @property
+    def probability(self) -> torch.Tensor:
+        return torch.sigmoid(self.logits)
+
+
+class BlurDetector(nn.Module):
+    """RGB in [0, 1] (N, 3, H, W), any H and W -> :class:`DetectorOutput`."""
+
+    def __init__(self, config: ModelConfig = ModelConfig()) -> None:
+        super().__init__()
+        if config.encoder not in ENCODERS:
+            raise ValueError(f"unknown encoder {config.encoder!r}; choose one of {', '.join(ENCODERS)}")
+        n_blocks = len(config.decoder_channels)
+        if any(not 0 <= s < n_blocks - 1 for s in config.aux_stages):
+            raise ValueError(f"aux_stages must lie in 0..{n_blocks - 2}, got {config.aux_stages}")
+        self.config = config
+        self.frequency = BlurFrequency(config.frequency)
+        self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
+        unet = smp.Unet(
+            encoder_name=config.encoder,
+            encoder_weights=None,
+            encoder_depth=n_blocks,
+            in_channels=4,
+            classes=1,
+            decoder_channels=config.decoder_channels,
+        )
+        self.encoder = unet.encoder
+        self.decoder = unet.decoder
+        last = config.decoder_channels[-1]
+        self.mask_head = nn.Conv2d(last, 1, kernel_size=1)
+        self.intensity_head = nn.Conv2d(last, 1, kernel_size=1)
+        self.aux_heads = nn.ModuleList(
+            nn.Conv2d(config.decoder_channels[s], 1, kernel_size=1) for s in config.aux_stages
+        )
+        self.stride = 2**n_blocks
+
+    def forward(self, rgb: torch.Tensor, *, with_aux: bool | None = None) -> DetectorOutput:
+        with_aux = self.training if with_aux is None else with_aux
+        h, w = rgb.shape[-2:]
+        ph, pw = (-h) % self.stride, (-w) % self.stride
+        if ph or pw:
+            # Reflect-pad to the encoder's stride and crop back: any input size works.
+            rgb = F.pad(rgb, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+        x = torch.cat([(rgb - self.mean) / self.std, self.frequency(rgb).to(rgb.dtype)], dim=1)
+        features = self.encoder(x)
+        shapes = [f.shape[2:] for f in features][::-1]
+        skips = features[1:][::-1]
+        y = self.decoder.center(skips[0])
+        aux = []
+        aux_at = dict(zip(self.config.aux_stages, self.aux_heads, strict=True))
+        for i, block in enumerate(self.decoder.blocks):
+            skip = skips[i + 1] if i + 1 < len(skips) else None
+            y = block(y, *shapes[i + 1], skip_connection=skip)
+            if with_aux and i in aux_at:
+                aux.append(aux_at[i](y))
+        logits = self.mask_head(y)[..., :h, :w]
+        intensity = torch.sigmoid(self.intensity_head(y))[..., :h, :w]
+        return DetectorOutput(logits, intensity, aux)
+
+
+def load_encoder_weights(model: BlurDetector, path: Path) -> str:
+    """Load ImageNet weights for the encoder from a local file; return the provenance string.
+
+    Accepts a torchvision/timm-style state dict (``.pth``/``.pt``) or a ``.safetensors``
+    file. The encoder's first convolution takes 4 channels (RGB + frequency): its RGB
+    filters are copied and the frequency filter starts as their mean, the usual way to
+    extend a pretrained stem. Classifier weights in the file are ignored. Never downloads.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"encoder weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+    own = model.encoder.state_dict()
+    adapted = {}
+    for key, value in state.items():
+        if key not in own:
+            continue
+        target = own[key]
+        if value.ndim == 4 and target.ndim == 4 and value.shape[1] == 3 and target.shape[1] == 4:
+            value = torch.cat([value, value.mean(dim=1, keepdim=True)], dim=1)
+        if value.shape != target.shape:
+            raise ValueError(f"{path}: {key} has shape {tuple(value.shape)}, the encoder needs {tuple(target.shape)}")
+        adapted[key] = value
+    if len(adapted) < 0.9 * len(own):
+        raise ValueError(
+            f"{path} does not look like {model.config.encoder} weights: "
+            f"only {len(adapted)} of {len(own)} encoder tensors matched"
+        )
+    model.encoder.load_state_dict(adapted, strict=False)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    return f"imagenet:{path.name}:{digest}"
+
+
+def find_cached_encoder_weights(encoder: str) -> Path | None:
+    """A torchvision-style ImageNet file for ``encoder`` already in the torch hub cache, if any."""
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    hits = sorted(cache.glob(f"{encoder.replace('-', '_')}-*.pth")) if cache.is_dir() else []
+    return hits[0] if hits else None
+
+
+def build_model(config: ModelConfig, encoder_weights: Path | None = None) -> BlurDetector:
+    """A new detector, with ImageNet encoder weights when a file is given or cached.
+
+    Without one the encoder starts from random initialisation; that is logged and
+    recorded in the config (and so in every checkpoint) rather than hidden.
+    """
+    model = BlurDetector(config)
+    path = encoder_weights or find_cached_encoder_weights(config.encoder)
+    if path is None:
+        log.warning("no ImageNet weights for %s given or cached: encoder starts from random initialisation", config.encoder)
+        return model
+    init = load_encoder_weights(model, path)
+    model.config = replace(config, encoder_init=init)
+    log.info("encoder %s initialised from %s", config.encoder, path)
+    return model
