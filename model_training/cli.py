@@ -39,7 +39,8 @@ def synth(
     out: Annotated[Path, typer.Option("--out", help="Folder to write the dataset into.")],
     count: Annotated[int, typer.Option("--count", min=1, help="Number of samples to write.")] = 100,
     seed: Annotated[int, typer.Option("--seed", help="Seed: the same seed gives the same dataset.")] = 0,
-    split: Annotated[str, typer.Option("--split", help="Sources to use: all, train or val (seeded split by source image).")] = "all",
+    split: Annotated[str, typer.Option("--split", help="Sources to use: all, train or val (seeded split by source image); with --split-file any key of that file, e.g. test.")] = "all",
+    split_file: Annotated[Optional[Path], typer.Option("--split-file", help="A training run's splits.json: take the --split list from it (so a test set uses only held-out sources).")] = None,
     stage: Annotated[Optional[int], typer.Option("--stage", min=1, max=3, help="Curriculum stage 1-3 (overrides the config).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="JSON synthesis recipe (see SynthConfig).")] = None,
     mask_sources: Annotated[str, typer.Option("--mask-sources", help="Comma-separated mask sources.")] = ",".join(DEFAULT_MASK_SOURCES),
@@ -49,7 +50,7 @@ def synth(
     workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes.")] = default_workers(),
 ) -> None:
     """Synthesise COUNT motion-blur samples from the photos in SOURCES into OUT."""
-    if split not in ("all", "train", "val"):
+    if split_file is None and split not in ("all", "train", "val"):
         raise typer.BadParameter("must be all, train or val", param_hint="--split")
     try:
         cfg = SynthConfig.load(config)
@@ -68,7 +69,14 @@ def synth(
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from exc
     train, val = split_sources(paths, cfg.val_fraction, seed)
-    chosen = {"all": paths, "train": train, "val": val}[split]
+    chosen = {"all": paths, "train": train, "val": val}.get(split, [])
+    if split_file is not None:
+        try:
+            listed = {str(p) for p in json.loads(split_file.read_text())[split]}
+        except (OSError, ValueError, KeyError) as exc:
+            console.print(f"[red]error:[/red] cannot read split {split!r} from {split_file}: {exc}")
+            raise typer.Exit(2) from exc
+        chosen = [p for p in paths if str(p) in listed]
     if not chosen:
         console.print(f"[red]error:[/red] no usable source images in {', '.join(map(str, sources))}")
         raise typer.Exit(2)
@@ -122,6 +130,8 @@ def fit(
     seed: Annotated[int, typer.Option()] = 0,
     config: Annotated[Optional[Path], typer.Option("--config", help="JSON TrainConfig; command-line options above override it.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/train_state.pt if present.")] = False,
+    stop_after: Annotated[Optional[int], typer.Option(min=1, help="End at this global step (resumable) without changing the schedule.")] = None,
+    log_every: Annotated[int, typer.Option(min=1)] = 10,
 ) -> None:
     """Train the detector on motion blur synthesised on the fly (three-stage curriculum)."""
     from model_training.train import TrainConfig, fit as run_fit
@@ -132,7 +142,7 @@ def fit(
             **base, "out": out, "sources": sources, "encoder": encoder, "encoder_weights": encoder_weights,
             "stage_steps": _parse_triple(stage_steps, "--stage-steps"), "stage_crop": _parse_triple(stage_crop, "--stage-crop"),
             "batch_size": batch_size, "lr": lr, "amp": amp, "workers": workers, "val_every": val_every,
-            "val_samples": val_samples, "seed": seed,
+            "val_samples": val_samples, "seed": seed, "log_every": log_every,
         })
     except (OSError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}")
@@ -149,5 +159,83 @@ def fit(
             if step % 50 == 0 and not console.is_terminal:
                 console.print(f"step {step}/{cfg.total_steps} {desc}")
 
-        last = run_fit(cfg, resume=resume, progress=on_step)
+        last = run_fit(cfg, resume=resume, stop_after=stop_after, progress=on_step)
     console.print(f"done: {json.dumps(last)}\noutputs in {out}")
+
+
+@app.command()
+def evaluate(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="best_model.pt / train_state.pt of a run, or a shipped .safetensors.")],
+    data: Annotated[Path, typer.Option("--data", help="Test folder (CUHK image/+gt/, synthetic images/+masks/, flat NAME+NAME_mask, or sharp/+blur/).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for results.json, results.md, PR/ROC plots and the worst-case sheet.")],
+    val: Annotated[Optional[Path], typer.Option("--val", help="Validation folder for the threshold search; without it a seeded share of --data is used.")] = None,
+    val_fraction: Annotated[float, typer.Option(min=0.05, max=0.9, help="Share of --data for threshold search when --val is absent.")] = 0.3,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Evaluate the model and both classical baselines, each with its own grid-searched threshold."""
+    import torch
+
+    from model_training.evaluate import discover, evaluate as run_eval, markdown_tables, split_items, write_report
+    from qc_worker.detector.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        model = _load_any(checkpoint)
+        layout, items = discover(data)
+        if val is not None:
+            _, val_items = discover(val)
+            test_items = items
+        else:
+            test_items, val_items = split_items(items, val_fraction, seed)
+    except (OSError, ValueError, CheckpointError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    console.print(f"{layout} layout: {len(val_items)} validation, {len(test_items)} test images")
+    columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("evaluating", total=len(val_items) + len(test_items))
+        results, test, labels, used = run_eval(model, val_items, test_items, torch.device("cpu"), progress=lambda n: bar.advance(task, n))
+    results["layout"] = layout
+    results["checkpoint"] = str(checkpoint)
+    write_report(results, test, labels, used, out)
+    print(markdown_tables(results))
+    console.print(f"results in {out}")
+
+
+def _load_any(checkpoint: Path):
+    """A model from a shipped .safetensors or a training .pt checkpoint."""
+    import torch
+
+    from qc_worker.detector.checkpoint import load_checkpoint
+    from qc_worker.detector.model import BlurDetector, ModelConfig
+
+    if checkpoint.suffix == ".safetensors":
+        return load_checkpoint(checkpoint)[0]
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or "model_config" not in state:
+        raise ValueError(f"{checkpoint}: not a training checkpoint")
+    model = BlurDetector(ModelConfig.from_dict(state["model_config"]))
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="best_model.pt or train_state.pt of a run.")],
+    out: Annotated[Path, typer.Option("--out", help="The shipped .safetensors file to write.")],
+    results: Annotated[Optional[Path], typer.Option("--results", help="results.json of qc-train evaluate: thresholds and metrics to embed.")] = None,
+    run: Annotated[Optional[Path], typer.Option("--run", help="Run folder (defaults to the checkpoint's folder).")] = None,
+) -> None:
+    """Convert a training checkpoint into the shipped fp16 safetensors format."""
+    from model_training.export import export as run_export
+
+    try:
+        meta = run_export(checkpoint, out, results=results, run=run)
+    except (OSError, ValueError, KeyError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    size = out.stat().st_size / 1e6
+    console.print(f"wrote {out} ({size:.1f} MB, {meta.dtype}, checksum {meta.checksum[:12]}), thresholds {meta.thresholds}")
+
+
+if __name__ == "__main__":
+    app()

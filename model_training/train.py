@@ -240,8 +240,15 @@ def _save_best(cfg: TrainConfig, model: BlurDetector, step: int, metrics: dict) 
     tmp.replace(cfg.out / BEST_FILE)
 
 
-def fit(cfg: TrainConfig, *, resume: bool = False, progress: Callable[[int, dict], None] | None = None) -> dict:
-    """Train; returns the last logged record. Writes under ``cfg.out``:
+def fit(
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    stop_after: int | None = None,
+    progress: Callable[[int, dict], None] | None = None,
+) -> dict:
+    """Train; returns the last logged record. ``stop_after`` ends the run early at that
+    global step (state saved, resumable) without changing the schedule. Writes under ``cfg.out``:
 
     ``train_state.pt`` (resumable, every ``checkpoint_every`` steps), ``best_model.pt``
     (best validation blur IoU), ``metrics.jsonl``, ``curves.png``, ``splits.json``,
@@ -330,10 +337,15 @@ def fit(cfg: TrainConfig, *, resume: bool = False, progress: Callable[[int, dict
                     if d.main:
                         metrics_file.write(json.dumps(record) + "\n")
                         metrics_file.flush()
-                if d.main and (step % cfg.checkpoint_every == 0 or step == cfg.total_steps):
+                stopping = stop_after is not None and step >= stop_after
+                if d.main and (step % cfg.checkpoint_every == 0 or step == cfg.total_steps or stopping):
                     _save_state(cfg, model, opt, sched, step, best)
                 if progress and d.main:
                     progress(step, record)
+                if stopping:
+                    break
+            if stop_after is not None and step >= stop_after:
+                break
             stage_start += steps
     finally:
         metrics_file.close()

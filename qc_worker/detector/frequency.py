@@ -23,9 +23,10 @@ class FrequencySpec:
     kind: str = "laplacian_energy_ratio"
     window: int = 7
     contrast_floor: float = 0.01
-    #: Fixed affine normalisation of log1p(ratio), measured on sharp photos.
-    offset: float = 1.2
-    scale: float = 0.6
+    #: Fixed affine normalisation of log1p(ratio): its mean and spread over the sharp
+    #: sample photos, so the channel is about zero-mean, unit-spread on sharp content.
+    offset: float = 0.7
+    scale: float = 0.35
 
     def to_dict(self) -> dict:
         return asdict(self)

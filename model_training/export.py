@@ -1,0 +1,60 @@
+"""`qc-train export`: a training checkpoint -> the shipped fp16 safetensors format.
+
+The shipped file must be trustworthy on its own, so export gathers into its metadata the
+decision thresholds chosen by evaluation, the test metrics, and a summary of how the
+model was trained (steps, wall time, sources per split, the recipe).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from model_training.evaluate import OURS
+from qc_worker.detector.checkpoint import CheckpointMeta, save_checkpoint
+from qc_worker.detector.model import BlurDetector, ModelConfig
+
+
+def training_summary(run: Path) -> dict:
+    """Steps, wall time, split sizes and recipe of a run folder (what the card reports)."""
+    summary: dict = {}
+    cfg_file = run / "train_config.json"
+    if cfg_file.exists():
+        cfg = json.loads(cfg_file.read_text())
+        summary["config"] = cfg
+    splits_file = run / "splits.json"
+    if splits_file.exists():
+        splits = json.loads(splits_file.read_text())
+        summary["sources"] = {k: len(v) for k, v in splits.items()}
+        summary["source_folders"] = sorted({str(Path(p).parent) for v in splits.values() for p in v})
+    metrics_file = run / "metrics.jsonl"
+    if metrics_file.exists():
+        rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+        if rows:
+            summary["steps"] = rows[-1]["step"]
+            summary["wall_time_s"] = rows[-1].get("elapsed_s")
+    return summary
+
+
+def export(checkpoint: Path, out: Path, *, results: Path | None = None, run: Path | None = None) -> CheckpointMeta:
+    """Write ``out`` from ``checkpoint`` (``best_model.pt`` or ``train_state.pt``).
+
+    Thresholds and metrics come from an evaluation ``results.json`` when given (the
+    model's own pixel and image thresholds); otherwise 0.5, stated as unevaluated.
+    """
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or "model" not in state or "model_config" not in state:
+        raise ValueError(f"{checkpoint}: not a training checkpoint (needs 'model' and 'model_config')")
+    model = BlurDetector(ModelConfig.from_dict(state["model_config"]))
+    model.load_state_dict(state["model"])
+    thresholds: dict = {"pixel": 0.5, "image": 0.5, "source": "default (not evaluated)"}
+    metrics: dict = {}
+    if results is not None:
+        r = json.loads(Path(results).read_text())
+        thresholds = {**r["thresholds"][OURS], "source": f"grid search on validation ({r['n_val']} images)"}
+        metrics = {"pixel": r["pixel"].get(OURS, {}), "image": r["image"].get(OURS, {}), "n_test": r["n_test"]}
+    training = training_summary(Path(run) if run else Path(checkpoint).parent)
+    training["checkpoint_step"] = state.get("step")
+    return save_checkpoint(out, model, thresholds=thresholds, training=training, metrics=metrics, dtype=torch.float16)

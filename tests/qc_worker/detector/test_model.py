@@ -1,0 +1,82 @@
+"""The detector module: any input size, the frequency channel, encoder initialisation."""
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from qc_worker.detector.frequency import BlurFrequency
+from qc_worker.detector.model import BlurDetector, ModelConfig, build_model, load_encoder_weights
+
+TINY = ModelConfig(encoder="resnet18", decoder_channels=(32, 16, 16, 8, 8))
+
+
+@pytest.mark.parametrize("h,w", [(64, 64), (97, 130), (33, 250)])
+def test_any_input_size_gives_maps_of_the_same_size(h, w):
+    model = BlurDetector(TINY).eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, h, w))
+    assert out.logits.shape == out.intensity.shape == (2, 1, h, w)
+    assert out.aux == []
+    assert 0 <= float(out.intensity.min()) and float(out.intensity.max()) <= 1
+
+
+def test_aux_heads_run_only_in_training_or_when_asked():
+    model = BlurDetector(TINY).train()
+    out = model(torch.rand(1, 3, 64, 64))
+    assert [a.shape[-1] for a in out.aux] == [8, 16, 32]
+    model.eval()
+    assert len(model(torch.rand(1, 3, 64, 64), with_aux=True).aux) == 3
+
+
+def test_frequency_channel_drops_where_the_image_is_motion_blurred():
+    rng = np.random.default_rng(0)
+    img = cv2.resize(rng.random((128, 128, 3)).astype(np.float32), (256, 256), interpolation=cv2.INTER_CUBIC)
+    k = np.zeros((1, 15), np.float32)
+    k[:] = 1 / 15
+    blurred = img.copy()
+    blurred[:, 128:] = cv2.filter2D(img, -1, k)[:, 128:]
+    f = BlurFrequency()(torch.from_numpy(blurred).permute(2, 0, 1)[None])[0, 0]
+    assert float(f[:, 20:108].mean()) > float(f[:, 148:236].mean()) + 0.5
+    # Contrast-invariant: halving the contrast leaves the channel nearly unchanged.
+    g = BlurFrequency()(torch.from_numpy(0.25 + 0.5 * blurred).permute(2, 0, 1)[None])[0, 0]
+    assert float((f - g).abs()[:, 20:108].mean()) < 0.25
+
+
+def test_frequency_channel_has_no_trainable_parameters():
+    assert list(BlurFrequency().parameters()) == []
+    assert all("frequency" not in n for n, _ in BlurDetector(TINY).named_parameters())
+
+
+def test_encoder_weights_load_from_a_local_torchvision_file(tmp_path):
+    ref = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "resnet18-local.pth"
+    torch.save(ref.state_dict(), path)
+    model = build_model(ModelConfig(encoder="resnet18", decoder_channels=TINY.decoder_channels), path)
+    assert model.config.encoder_init.startswith("imagenet:resnet18-local.pth:")
+    w = model.encoder.conv1.weight
+    assert w.shape[1] == 4
+    torch.testing.assert_close(w[:, :3], ref.conv1.weight)
+    torch.testing.assert_close(w[:, 3], ref.conv1.weight.mean(dim=1))
+    torch.testing.assert_close(model.encoder.layer4[1].conv2.weight, ref.layer4[1].conv2.weight)
+
+
+def test_without_weights_the_encoder_is_random_and_says_so(caplog):
+    model = build_model(TINY)
+    assert model.config.encoder_init == "random"
+    assert "random initialisation" in caplog.text
+
+
+def test_wrong_weights_files_are_refused(tmp_path):
+    other = tmp_path / "mobilenet.pth"
+    torch.save(torchvision.models.mobilenet_v2(weights=None).state_dict(), other)
+    with pytest.raises(ValueError, match="does not look like resnet18"):
+        load_encoder_weights(BlurDetector(TINY), other)
+    with pytest.raises(FileNotFoundError):
+        load_encoder_weights(BlurDetector(TINY), tmp_path / "missing.pth")
+
+
+def test_unknown_encoder_is_refused():
+    with pytest.raises(ValueError, match="unknown encoder"):
+        BlurDetector(ModelConfig(encoder="vgg11"))
