@@ -176,7 +176,7 @@ def evaluate(
     import torch
 
     from model_training.evaluate import discover, evaluate as run_eval, markdown_tables, split_items, write_report
-    from qc_worker.detector.checkpoint import CheckpointError, load_checkpoint
+    from qc_worker.detector.checkpoint import CheckpointError
 
     try:
         model = _load_any(checkpoint)
