@@ -11,12 +11,14 @@ the edge ring, the band it is confined to.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 import cv2
 import numpy as np
 
+from model_training.synth.record import Recorded
 from model_training.synth.kernels import (
     bezier_trajectory,
     effective_extent,
@@ -48,11 +50,15 @@ class BlurParams(Protocol):
     def to_dict(self) -> dict: ...
 
 
-class _Params:
-    name: ClassVar[str]
+class _KernelBlur(Recorded, ABC):
+    """A blur that is one PSF correlation (every translation-only trajectory)."""
 
-    def to_dict(self) -> dict:
-        return {"type": self.name, **asdict(self)}  # type: ignore[call-overload]
+    @abstractmethod
+    def kernel(self) -> np.ndarray: ...
+
+    def apply(self, layer: np.ndarray) -> BlurOutput:
+        k = self.kernel()
+        return BlurOutput(filter_layer(layer, k), effective_extent(k))
 
 
 def _angle(rng: np.random.Generator) -> float:
@@ -60,7 +66,7 @@ def _angle(rng: np.random.Generator) -> float:
 
 
 @dataclass(frozen=True)
-class Straight(_Params):
+class Straight(_KernelBlur):
     """Linear motion: the exposure integrated along a segment of ``length`` px."""
 
     name: ClassVar[str] = "straight"
@@ -74,16 +80,12 @@ class Straight(_Params):
     def kernel(self) -> np.ndarray:
         return kernel_from_trajectory(line_trajectory(self.length, self.angle))
 
-    def apply(self, layer: np.ndarray) -> BlurOutput:
-        k = self.kernel()
-        return BlurOutput(filter_layer(layer, k), effective_extent(k))
-
     def reach(self) -> float:
         return self.length / 2 + 1
 
 
 @dataclass(frozen=True)
-class Curved(_Params):
+class Curved(_KernelBlur):
     """Non-linear motion along a cubic Bezier (see :func:`bezier_trajectory`)."""
 
     name: ClassVar[str] = "curved"
@@ -103,16 +105,12 @@ class Curved(_Params):
             bezier_trajectory(self.length, self.angle, self.bend1, self.bend2)
         )
 
-    def apply(self, layer: np.ndarray) -> BlurOutput:
-        k = self.kernel()
-        return BlurOutput(filter_layer(layer, k), effective_extent(k))
-
     def reach(self) -> float:
         return self.length * (0.5 + abs(self.bend1) + abs(self.bend2)) + 1
 
 
 @dataclass(frozen=True)
-class RandomWalk(_Params):
+class RandomWalk(_KernelBlur):
     """Camera shake: convolution with a stochastic PSF path of effective length ``extent``."""
 
     name: ClassVar[str] = "random_walk"
@@ -134,16 +132,12 @@ class RandomWalk(_Params):
         path = random_walk_trajectory(self.extent, self.n_vertices, self.momentum, self.seed)
         return kernel_from_trajectory(path)
 
-    def apply(self, layer: np.ndarray) -> BlurOutput:
-        k = self.kernel()
-        return BlurOutput(filter_layer(layer, k), effective_extent(k))
-
     def reach(self) -> float:
         return self.extent * 1.5 + 1
 
 
 @dataclass(frozen=True)
-class ZoomRotation(_Params):
+class ZoomRotation(Recorded):
     """Scale and rotation drift about a centre during the exposure, integrated over warped copies.
 
     The centre is given relative to the instance's bounding box (0..1 on each axis) so the
@@ -210,7 +204,7 @@ class ZoomRotation(_Params):
 
 
 @dataclass(frozen=True)
-class EdgeRing(_Params):
+class EdgeRing(_KernelBlur):
     """Straight or curved motion kept to a band of ``band`` px either side of the instance edge.
 
     Fast contours smear more than interiors; the band is returned so compositing blends
@@ -232,10 +226,13 @@ class EdgeRing(_Params):
         band = float(rng.uniform(1.0, 2.5) * extent + 2.0)
         return cls(length=extent, angle=_angle(rng), bend1=b1, bend2=b2, band=band)
 
-    def apply(self, layer: np.ndarray) -> BlurOutput:
-        k = kernel_from_trajectory(
+    def kernel(self) -> np.ndarray:
+        return kernel_from_trajectory(
             bezier_trajectory(self.length, self.angle, self.bend1, self.bend2)
         )
+
+    def apply(self, layer: np.ndarray) -> BlurOutput:
+        k = self.kernel()
         inside = (layer[..., 3] >= 0.5).astype(np.uint8)
         d_in = cv2.distanceTransform(inside, cv2.DIST_L2, 5)
         d_out = cv2.distanceTransform(1 - inside, cv2.DIST_L2, 5)
@@ -247,7 +244,7 @@ class EdgeRing(_Params):
 
 
 @dataclass(frozen=True)
-class Rolling(_Params):
+class Rolling(Recorded):
     """Straight motion read out row by row (rolling shutter): a streak plus row-dependent offsets.
 
     Each row is exposed a little later than the one above, so a moving object is both

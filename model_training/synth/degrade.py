@@ -8,20 +8,20 @@ never becomes a shortcut for "sharp".
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import ClassVar
 
 import cv2
 import numpy as np
 
 from model_training.synth.config import NegativeConfig
+from model_training.synth.record import Recorded
 
 
-class _Degradation:
-    name: ClassVar[str]
-
-    def to_dict(self) -> dict:
-        return {"type": self.name, **asdict(self)}  # type: ignore[call-overload]
+class _Degradation(Recorded, ABC):
+    @abstractmethod
+    def apply(self, image: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
