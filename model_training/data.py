@@ -18,13 +18,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from model_training.synth.config import SynthConfig
 from model_training.synth.degrade import sample_degradations
 from model_training.synth.generate import blur_instances
 from model_training.synth.instances import Instance
 from model_training.synth.masks import MaskSource, build_mask_sources, extract_instances
+from qc_worker.images import ImageError, decode_image, image_size
 
 log = logging.getLogger(__name__)
 
@@ -76,43 +76,21 @@ def list_sources(root: Path | str, *, recursive: bool = True) -> list[Path]:
 def check_source_header(path: Path) -> tuple[int, int]:
     """(width, height) of a usable source, or :class:`SourceError` saying why not."""
     try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise SourceError(f"cannot stat: {exc}") from exc
-    if size == 0:
-        raise SourceError("file is empty (0 bytes)")
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise SourceError(f"not a readable image: {exc}") from exc
-    except Image.DecompressionBombError as exc:
-        raise SourceError(f"refused as a decompression bomb: {exc}") from exc
+        w, h = image_size(path, MAX_SOURCE_PIXELS)
+    except ImageError as exc:
+        raise SourceError(str(exc)) from exc
     if min(w, h) < MIN_SOURCE_SIDE:
         raise SourceError(f"too small ({w}x{h}); need at least {MIN_SOURCE_SIDE} px a side")
-    if w * h > MAX_SOURCE_PIXELS:
-        raise SourceError(f"too large ({w}x{h}); limit is {MAX_SOURCE_PIXELS} pixels")
     return w, h
 
 
 def load_source(path: Path) -> np.ndarray:
-    """Decode a source as 8-bit RGB, upright (EXIF orientation applied), whatever its mode."""
+    """Decode a source as upright 8-bit RGB, whatever its mode (the worker's own decoder)."""
     check_source_header(path)
     try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im, dtype=np.float64)
-                arr = (arr / max(arr.max(), 1.0) * 255.0).astype(np.uint8)
-                return np.repeat(arr[..., None], 3, axis=2)
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                rgba = im.convert("RGBA")
-                flat = Image.new("RGB", rgba.size, (255, 255, 255))
-                flat.paste(rgba, mask=rgba.getchannel("A"))
-                return np.asarray(flat, dtype=np.uint8).copy()
-            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise SourceError(f"cannot decode: {exc}") from exc
+        return decode_image(path, MAX_SOURCE_PIXELS)
+    except ImageError as exc:
+        raise SourceError(str(exc)) from exc
 
 
 def split_sources(

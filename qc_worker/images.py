@@ -1,0 +1,107 @@
+"""Decoding untrusted image bytes into upright 8-bit RGB, or a clear reason why not.
+
+Artwork arrives in every mode an encoder can write (grayscale, 16-bit, alpha, CMYK,
+palette, EXIF-rotated) and sometimes not as an image at all. Everything goes through
+:func:`decode_image`, which either returns an RGB array or raises :class:`ImageError`
+with a reason fit for a database row; no other exception escapes for bad input. The
+pixel limit is checked from the header, before any pixel is decoded, so a small file
+declaring 30000x30000 pixels costs nothing.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+#: A default generous enough for 8K artwork; Settings.max_image_pixels overrides it.
+DEFAULT_MAX_PIXELS = 100_000_000
+MIN_SIDE = 1
+
+# Our own limit, checked from the header before decoding, replaces Pillow's process-wide
+# guard so the limit is the configured one (Pillow's would refuse anything over ~179 MP
+# with its own wording, whatever Settings say).
+Image.MAX_IMAGE_PIXELS = None
+
+
+class ImageError(Exception):
+    """The input is not an image this system can screen; the message says why."""
+
+
+def _limit_check(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise ImageError(
+            f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
+            f"{max_pixels:,} (refused as a possible decompression bomb)"
+        )
+
+
+def image_size(data: bytes | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) from the header alone; :class:`ImageError` if unreadable or too large."""
+    with _open(data, max_pixels) as im:
+        return im.size
+
+
+def decode_image(data: bytes | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Upright RGB uint8 (H, W, 3) from file bytes or a path, whatever the source mode.
+
+    Alpha is composited over white (artwork is shown on light and dark pages alike; white
+    keeps transparent areas flat, so they read as sharp-but-empty rather than as edges).
+    16-bit images are scaled to 8 bits by their range, CMYK and palette images converted,
+    and animated images screened on their first frame.
+    """
+    with _open(data, max_pixels) as im:
+        try:
+            im.seek(0)
+            im = ImageOps.exif_transpose(im)
+            return _to_rgb(im)
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise ImageError(f"cannot decode image data: {exc}") from exc
+
+
+def _open(data: bytes | Path, max_pixels: int) -> Image.Image:
+    if isinstance(data, (bytes, bytearray)):
+        if len(data) == 0:
+            raise ImageError("file is empty (0 bytes)")
+        source = io.BytesIO(data)
+    else:
+        path = Path(data)
+        try:
+            if path.stat().st_size == 0:
+                raise ImageError("file is empty (0 bytes)")
+        except OSError as exc:
+            raise ImageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        source = path
+    try:
+        im = Image.open(source)
+    except UnidentifiedImageError as exc:
+        raise ImageError("not an image (unrecognised file format)") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"cannot read image header: {exc}") from exc
+    width, height = im.size
+    if min(width, height) < MIN_SIDE:
+        im.close()
+        raise ImageError(f"image has no pixels ({width}x{height})")
+    try:
+        _limit_check(width, height, max_pixels)
+    except ImageError:
+        im.close()
+        raise
+    return im
+
+
+def _to_rgb(im: Image.Image) -> np.ndarray:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        scaled = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        gray = np.round(scaled).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, (255, 255, 255))
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return np.asarray(flat, dtype=np.uint8).copy()
+    return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
