@@ -1,0 +1,91 @@
+"""Inference: any size, batching equals one-by-one, tiles blend into the whole-image maps."""
+
+import numpy as np
+import pytest
+import torch
+
+from qc_worker.detector.checkpoint import CheckpointError, save_checkpoint
+from qc_worker.detector.inference import Detector, InferenceConfig, _window
+from qc_worker.detector.model import BlurDetector, ModelConfig
+
+TINY = ModelConfig(encoder="resnet18", decoder_channels=(32, 16, 16, 8, 8))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = BlurDetector(TINY)
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(2, 3, 64, 64))
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_checkpoint(path, model.eval(), thresholds={"pixel": 0.5}, dtype=torch.float32)
+    return path
+
+
+def _img(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_maps_match_each_image_whatever_its_size(checkpoint):
+    det = Detector.load(checkpoint, device="cpu", precision="fp32")
+    images = [_img(50, 70), _img(128, 96, 1), _img(1, 1, 2), _img(128, 96, 3)]
+    preds = det.predict(images)
+    assert [p.probability.shape for p in preds] == [(50, 70), (128, 96), (1, 1), (128, 96)]
+    for p in preds:
+        assert p.intensity.shape == p.probability.shape
+        assert 0 <= p.probability.min() and p.probability.max() <= 1
+
+
+def test_batched_equals_one_by_one(checkpoint):
+    det = Detector.load(checkpoint, device="cpu", precision="fp32")
+    images = [_img(96, 128, s) for s in range(3)]
+    together = det.predict(images)
+    for img, p in zip(images, together):
+        alone = det.predict([img])[0]
+        np.testing.assert_allclose(p.probability, alone.probability, atol=1e-5)
+
+
+def test_tiles_cover_the_image_and_blend_to_exact_weights(checkpoint, monkeypatch):
+    """With a per-pixel stand-in for the network, tiling must reproduce it exactly: every
+    pixel covered, overlapping tiles averaged with weights that sum to one."""
+    tiled = Detector.load(checkpoint, device="cpu", precision="fp32",
+                          config=InferenceConfig(tile_above_pixels=100 * 100, tile=128, overlap=48, batch_size=3))
+    local = lambda batch: (batch.mean(axis=3) / 255.0, batch[..., 0] / 255.0)
+    monkeypatch.setattr(tiled, "_forward", local)
+    img = _img(300, 410, 9)
+    pred = tiled.predict([img])[0]
+    np.testing.assert_allclose(pred.probability, img.mean(axis=2) / 255.0, atol=1e-5)
+    np.testing.assert_allclose(pred.intensity, img[..., 0] / 255.0, atol=1e-5)
+
+
+def test_tiled_inference_runs_the_real_network_on_large_images(checkpoint):
+    det = Detector.load(checkpoint, device="cpu", config=InferenceConfig(tile_above_pixels=200 * 200, tile=192, overlap=64))
+    pred = det.predict([_img(333, 517, 4)])[0]
+    assert pred.probability.shape == (333, 517) and np.isfinite(pred.probability).all()
+
+
+def test_bf16_on_cpu_stays_close_to_fp32(checkpoint):
+    img = _img(96, 96, 7)
+    a = Detector.load(checkpoint, device="cpu", precision="fp32").predict([img])[0].probability
+    b = Detector.load(checkpoint, device="cpu", precision="bf16").predict([img])[0].probability
+    assert np.abs(a - b).mean() < 0.02
+
+
+def test_blend_window_is_smooth_and_positive():
+    w = _window(128, 32)
+    assert w.min() > 0 and w[40:88].min() == 1.0
+    assert np.abs(np.diff(w)).max() < 0.06
+
+
+def test_a_bad_checkpoint_is_refused(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError):
+        Detector.load(bad, device="cpu")
+
+
+def test_non_rgb_input_is_refused(checkpoint):
+    det = Detector.load(checkpoint, device="cpu")
+    with pytest.raises(ValueError, match="RGB uint8"):
+        det.predict([np.zeros((10, 10), np.uint8)])
