@@ -65,8 +65,13 @@ def config_command(
     table.add_column("environment variable", style="dim", no_wrap=True)
     for name in Settings.model_fields:
         value = values[name]
-        shown = "[dim](unset)[/dim]" if value is None else escape(str(value))
-        table.add_row(name, shown, Settings.env_name(name))
+        # Nested sections (faces, regions, roi) get one row per field: QC_REGIONS__FIELD.
+        rows = value.items() if isinstance(value, dict) else [(None, value)]
+        for sub, v in rows:
+            label = name if sub is None else f"{name}.{sub}"
+            env = Settings.env_name(name) + ("" if sub is None else f"__{sub.upper()}")
+            shown = "[dim](unset)[/dim]" if v is None else escape(str(v))
+            table.add_row(label, shown, env)
     Console().print(table)
 
 

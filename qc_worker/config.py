@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
@@ -84,6 +84,127 @@ def _none_if_blank(value: Any) -> Any:
     return value
 
 
+# --- screening: faces, regions and verdicts, crop-safe ROIs ----------------------------
+# Nested sections of Settings (QC_REGIONS__REJECT_AREA_FRACTION=0.3 and so on); the
+# detector modules take them as arguments and read nothing themselves.
+
+_ASPECT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*[:x/]\s*(\d+(?:\.\d+)?)\s*$")
+
+
+def parse_aspect(aspect: str) -> float:
+    """``"16:9"`` (or ``16x9``, ``16/9``) -> width / height."""
+    m = _ASPECT.match(aspect)
+    if not m or float(m.group(1)) <= 0 or float(m.group(2)) <= 0:
+        raise ValueError(f"aspect ratio must look like '16:9', got {aspect!r}")
+    return float(m.group(1)) / float(m.group(2))
+
+
+
+class FaceConfig(BaseModel):
+    """Face detection settings (defaults suit artwork from thumbnails to 4K)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_side: int = Field(640, ge=64, description="Detect on a copy at most this long.")
+    scale_factor: float = Field(1.1, gt=1.0, le=2.0, description="Cascade pyramid step.")
+    min_neighbors: int = Field(5, ge=1, description="Cascade agreement needed for a face.")
+    min_size_fraction: float = Field(
+        0.06, gt=0.0, le=1.0,
+        description="Smallest face side, as a fraction of the detection copy's short side.",
+    )
+    profile: Literal["always", "fallback", "never"] = Field(
+        "fallback",
+        description="When to run the profile cascade (on the image and its mirror): always, "
+        "only when the frontal cascade found nothing (the default; the profile passes are "
+        "about two thirds of the time), or never.",
+    )
+    duplicate_iou: float = Field(
+        0.3, ge=0.0, le=1.0,
+        description="A later box overlapping a kept one above this IoU is a duplicate.",
+    )
+    duplicate_containment: float = Field(
+        0.7, ge=0.0, le=1.0,
+        description="A box lying this much inside a kept one (intersection / own area) is a "
+        "duplicate too.",
+    )
+
+
+
+class RegionConfig(BaseModel):
+    """Thresholds of the region statistics and of the image verdict (see the module doc)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    grid_rows: int = Field(3, ge=1, le=64)
+    grid_cols: int = Field(3, ge=1, le=64)
+    min_component_fraction: float = Field(
+        0.0005, ge=0.0, le=1.0, description="Smallest blur component kept (share of image)."
+    )
+    max_components: int = Field(32, ge=0, description="Largest components kept, at most.")
+    face_blur_limit: float = Field(
+        0.15, gt=0.0, le=1.0, description="A face is blurred from this coverage; rejects."
+    )
+    face_review_limit: float = Field(
+        0.05, gt=0.0, le=1.0, description="A face this covered sends the image to review."
+    )
+    foreground_blur_limit: float = Field(
+        0.30, gt=0.0, le=1.0, description="The foreground is blurred from this coverage."
+    )
+    grid_blur_limit: float = Field(
+        0.50, gt=0.0, le=1.0, description="A grid cell is blurred from this coverage."
+    )
+    review_area_fraction: float = Field(
+        0.10, gt=0.0, le=1.0, description="Blurred share of the image that sends to review."
+    )
+    reject_area_fraction: float = Field(
+        0.40, gt=0.0, le=1.0, description="Blurred share of the image that rejects."
+    )
+    review_probability: float = Field(
+        0.85, ge=0.0, le=1.0,
+        description="A component this confident (mean probability) sends to review ...",
+    )
+    review_component_fraction: float = Field(
+        0.01, ge=0.0, le=1.0, description="... when it covers at least this share of the image."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RegionConfig:
+        if self.face_review_limit > self.face_blur_limit:
+            raise ValueError("face_review_limit must not exceed face_blur_limit")
+        if self.review_area_fraction > self.reject_area_fraction:
+            raise ValueError("review_area_fraction must not exceed reject_area_fraction")
+        return self
+
+
+
+class RoiConfig(BaseModel):
+    """Settings of the crop-safe ROI search (see the module doc)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    aspects: tuple[str, ...] = Field(("16:9", "4:3", "1:1", "2:3"), min_length=1)
+    max_blur_fraction: float = Field(
+        0.05, ge=0.0, le=1.0, description="Most blurred share a safe crop may hold."
+    )
+    min_fraction: float = Field(
+        0.5, gt=0.0, le=1.0,
+        description="Smallest crop side, as a fraction of the side of the largest crop of "
+        "that aspect that fits the image.",
+    )
+    scales: int = Field(11, ge=1, le=200, description="Crop sizes tried, largest to smallest.")
+    positions: int = Field(25, ge=1, le=1000, description="Crop places tried per axis.")
+    face_margin: float = Field(
+        0.15, ge=0.0, le=2.0, description="Faces are kept with this margin (share of size)."
+    )
+
+    @field_validator("aspects")
+    @classmethod
+    def _valid_aspects(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for a in value:
+            parse_aspect(a)
+        return value
+
+
 class Settings(BaseSettings):
     """Effective configuration of one process (worker, beat, CLI or test).
 
@@ -96,6 +217,7 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         validate_default=True,
+        env_nested_delimiter="__",
         case_sensitive=False,
     )
 
@@ -170,6 +292,17 @@ class Settings(BaseSettings):
     log_level: LogLevel = Field(
         default="INFO", description="Logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL."
     )
+
+    # --- screening ------------------------------------------------------------------
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="auto",
+        description="Detector arithmetic: auto = bf16 autocast (fp16 on GPUs without bf16); "
+        "bf16 on the CPU is about 2.5x faster than fp32 with near-identical maps.",
+    )
+    batch_size: int = Field(default=8, ge=1, description="Images per forward pass.")
+    faces: FaceConfig = Field(default_factory=FaceConfig, description="Face detection.")
+    regions: RegionConfig = Field(default_factory=RegionConfig, description="Region and image verdicts.")
+    roi: RoiConfig = Field(default_factory=RoiConfig, description="Crop-safe ROI search.")
 
     # --- validation -----------------------------------------------------------------
     @field_validator(
@@ -265,6 +398,9 @@ class Settings(BaseSettings):
                 out[name] = str(value)
             elif isinstance(value, str):
                 out[name] = redact_url(value) if "://" in value else value
+            elif isinstance(value, BaseModel):
+                # Screening sections hold thresholds, never secrets.
+                out[name] = value.model_dump(mode="json")
             else:
                 out[name] = value
         return out

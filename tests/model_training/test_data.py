@@ -1,6 +1,5 @@
 """Sources, splits, sampling modes, labels, determinism and bad input."""
 
-import json
 import logging
 import subprocess
 import sys

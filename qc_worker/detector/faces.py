@@ -1,0 +1,313 @@
+"""The worker's own subject finder: faces and a salient-foreground box for regions and ROIs.
+
+Faces come from OpenCV's shipped Haar cascades (``cv2.data.haarcascades``): the frontal
+default cascade and the profile cascade (run on the image and on its mirror, since it only
+knows one side; by default only when no frontal face was found, as it costs twice the
+frontal pass). The cascades load lazily, once per process, and detection runs on a grey
+copy downscaled to at most :attr:`FaceConfig.max_side` pixels on its long side; boxes come
+back in the pixels of the image that was passed in. The training package has its own
+detector; the worker never imports ``model_training``.
+
+The salient foreground is the spectral-residual saliency of Hou & Zhang (CVPR 2007) on a
+64 x 64 grey thumbnail, thresholded at a multiple of its mean, each blob filled to its
+convex hull, joined with the face boxes.
+It is deliberately crude and cheap (a few milliseconds at 1080p): it frames ROIs and gives
+the "foreground" region its pixels, nothing more.
+
+Boxes everywhere in the detector are ``(x0, y0, x1, y1)`` integer pixels with exclusive
+ends, so ``image[y0:y1, x0:x1]`` is the box and its area is ``(x1 - x0) * (y1 - y0)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from qc_worker.config import FaceConfig
+
+__all__ = [
+    "Box",
+    "FaceConfig",
+    "FaceDetectorError",
+    "Foreground",
+    "SaliencyConfig",
+    "box_area",
+    "box_iou",
+    "clip_box",
+    "detect_faces",
+    "expand_box",
+    "load_cascades",
+    "salient_foreground",
+    "union_box",
+]
+
+Box = tuple[int, int, int, int]
+
+FRONTAL_CASCADE = "haarcascade_frontalface_default.xml"
+PROFILE_CASCADE = "haarcascade_profileface.xml"
+
+
+class FaceDetectorError(RuntimeError):
+    """A shipped cascade is missing or unreadable, or the image is not an image."""
+
+
+class SaliencyConfig(BaseModel):
+    """Spectral-residual foreground settings."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    size: int = Field(64, ge=16, le=256, description="Side of the square saliency thumbnail.")
+    sigma: float = Field(2.5, gt=0.0, description="Gaussian smoothing of the saliency map (px).")
+    threshold_factor: float = Field(
+        3.0, gt=0.0, description="Salient where saliency >= this multiple of its mean."
+    )
+    min_mass_fraction: float = Field(
+        0.1, ge=0.0, le=1.0,
+        description="Keep salient blobs holding at least this share of the salient mass.",
+    )
+    min_contrast: float = Field(
+        2.0, ge=0.0, description="Grey standard deviation (0-255) below which nothing is salient."
+    )
+
+
+# --- boxes ----------------------------------------------------------------------------
+
+
+def box_area(box: Box) -> int:
+    x0, y0, x1, y1 = box
+    return max(0, x1 - x0) * max(0, y1 - y0)
+
+
+def _intersection(a: Box, b: Box) -> int:
+    return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def box_iou(a: Box, b: Box) -> float:
+    inter = _intersection(a, b)
+    union = box_area(a) + box_area(b) - inter
+    return inter / union if union else 0.0
+
+
+def clip_box(box: Sequence[float], width: int, height: int) -> Box:
+    """Round to integers and clip into a ``width`` x ``height`` image (may become empty)."""
+    x0, y0, x1, y1 = (int(round(float(v))) for v in box)
+    x0, x1 = min(max(x0, 0), width), min(max(x1, 0), width)
+    y0, y1 = min(max(y0, 0), height), min(max(y1, 0), height)
+    return (x0, y0, max(x0, x1), max(y0, y1))
+
+
+def expand_box(box: Box, margin: float, width: int, height: int) -> Box:
+    """Grow ``box`` by ``margin`` times its width/height on every side, clipped."""
+    x0, y0, x1, y1 = box
+    dx, dy = margin * (x1 - x0), margin * (y1 - y0)
+    return clip_box((x0 - dx, y0 - dy, x1 + dx, y1 + dy), width, height)
+
+
+def union_box(boxes: Iterable[Box]) -> Box | None:
+    """The smallest box holding every non-empty box given; None when there is none."""
+    boxes = [b for b in boxes if box_area(b) > 0]
+    if not boxes:
+        return None
+    return (
+        min(b[0] for b in boxes), min(b[1] for b in boxes),
+        max(b[2] for b in boxes), max(b[3] for b in boxes),
+    )
+
+
+# --- faces ----------------------------------------------------------------------------
+
+
+class _Cascade:
+    """One loaded cascade; detectMultiScale is not documented thread-safe, so it is locked."""
+
+    def __init__(self, filename: str) -> None:
+        path = Path(cv2.data.haarcascades) / filename
+        self.classifier = cv2.CascadeClassifier(str(path))
+        if self.classifier.empty():
+            raise FaceDetectorError(f"OpenCV Haar cascade {path} is missing or unreadable")
+        self.lock = threading.Lock()
+
+    def detect(self, gray: np.ndarray, config: FaceConfig, min_side: int) -> list[Box]:
+        with self.lock:
+            found = self.classifier.detectMultiScale(
+                gray,
+                scaleFactor=config.scale_factor,
+                minNeighbors=config.min_neighbors,
+                minSize=(min_side, min_side),
+            )
+        return [
+            (int(x), int(y), int(x + w), int(y + h)) for x, y, w, h in np.reshape(found, (-1, 4))
+        ]
+
+
+_LOAD_LOCK = threading.Lock()
+
+
+@functools.cache
+def _cascade(filename: str) -> _Cascade:
+    with _LOAD_LOCK:
+        return _Cascade(filename)
+
+
+def load_cascades() -> None:
+    """Load both cascades now (they otherwise load on first use); raise if one is missing."""
+    _cascade(FRONTAL_CASCADE)
+    _cascade(PROFILE_CASCADE)
+
+
+def _to_gray(image: np.ndarray) -> np.ndarray:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        raise FaceDetectorError("expected a uint8 numpy image")
+    if image.ndim == 2:
+        return image
+    if image.ndim == 3 and image.shape[2] == 3:
+        return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_RGBA2GRAY)
+    raise FaceDetectorError(f"expected an HxW, HxWx3 or HxWx4 image, got shape {image.shape}")
+
+
+def _is_duplicate(box: Box, kept: Sequence[Box], config: FaceConfig) -> bool:
+    area = box_area(box)
+    for other in kept:
+        if box_iou(box, other) > config.duplicate_iou:
+            return True
+        if area and _intersection(box, other) / area >= config.duplicate_containment:
+            return True
+    return False
+
+
+def detect_faces(image: np.ndarray, config: FaceConfig = FaceConfig()) -> list[Box]:
+    """Face boxes ``(x0, y0, x1, y1)`` in ``image`` pixels, largest first.
+
+    ``image`` is RGB (or RGBA, or grey) uint8. Frontal detections are kept before profile
+    ones; a box is dropped as a duplicate when its IoU with a kept box exceeds
+    ``duplicate_iou`` or it lies mostly inside one.
+    """
+    gray = _to_gray(image)
+    height, width = gray.shape
+    if height == 0 or width == 0:
+        return []
+    scale = min(1.0, config.max_side / max(height, width))
+    if scale < 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+    gray = cv2.equalizeHist(gray)
+    min_side = max(16, round(config.min_size_fraction * min(gray.shape)))
+    if min(gray.shape) < min_side:
+        return []
+
+    candidates = _cascade(FRONTAL_CASCADE).detect(gray, config, min_side)
+    if config.profile == "always" or (config.profile == "fallback" and not candidates):
+        profile = _cascade(PROFILE_CASCADE)
+        candidates += profile.detect(gray, config, min_side)
+        gw = gray.shape[1]
+        mirrored = profile.detect(np.ascontiguousarray(gray[:, ::-1]), config, min_side)
+        candidates += [(gw - x1, y0, gw - x0, y1) for x0, y0, x1, y1 in mirrored]
+
+    kept: list[Box] = []
+    for box in candidates:  # frontal first, in cascade order
+        if not _is_duplicate(box, kept, config):
+            kept.append(box)
+    boxes = [clip_box([v / scale for v in box], width, height) for box in kept]
+    boxes = [b for b in boxes if box_area(b) > 0]
+    return sorted(boxes, key=box_area, reverse=True)
+
+
+# --- salient foreground ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Foreground:
+    """The salient foreground of an image: its box and its pixels (bool HxW)."""
+
+    box: Box
+    mask: np.ndarray
+    source: Literal["saliency", "faces", "saliency+faces"]
+
+    @property
+    def area_fraction(self) -> float:
+        return float(self.mask.mean()) if self.mask.size else 0.0
+
+    def to_dict(self) -> dict:
+        return {"box": list(self.box), "source": self.source, "area_fraction": self.area_fraction}
+
+
+def _saliency_mask(gray: np.ndarray, config: SaliencyConfig) -> np.ndarray | None:
+    """Salient pixels of the ``size`` x ``size`` thumbnail (bool), or None when flat."""
+    small = cv2.resize(gray, (config.size, config.size), interpolation=cv2.INTER_AREA)
+    small = small.astype(np.float32)
+    if float(small.std()) < config.min_contrast:
+        return None
+    spectrum = np.fft.fft2(small)
+    log_amplitude = np.log(np.abs(spectrum) + 1e-6).astype(np.float32)
+    residual = log_amplitude - cv2.blur(log_amplitude, (3, 3), borderType=cv2.BORDER_REFLECT)
+    saliency = np.abs(np.fft.ifft2(np.exp(residual + 1j * np.angle(spectrum)))) ** 2
+    saliency = cv2.GaussianBlur(saliency.astype(np.float32), (0, 0), config.sigma)
+    mean = float(saliency.mean())
+    if not np.isfinite(mean) or mean <= 0:
+        return None
+    salient = (saliency >= config.threshold_factor * mean).astype(np.uint8)
+    count, labels = cv2.connectedComponents(salient, connectivity=8)
+    if count <= 1:
+        return None
+    mass = np.bincount(labels.ravel(), weights=saliency.ravel(), minlength=count)[1:]
+    keep = np.flatnonzero(mass >= config.min_mass_fraction * mass.sum()) + 1
+    kept = np.isin(labels, keep).astype(np.uint8)
+    # Spectral residual fires on an object's edges and corners more than on its inside:
+    # close gaps of up to an eighth of the thumbnail and fill each blob's convex hull, so
+    # the mask is the object and not its rim.
+    side = max(3, config.size // 8) | 1
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))
+    kept = cv2.morphologyEx(kept, cv2.MORPH_CLOSE, kernel)
+    contours, _ = cv2.findContours(kept, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    for contour in contours:
+        cv2.fillConvexPoly(kept, cv2.convexHull(contour), 1)
+    return kept.astype(bool)
+
+
+def salient_foreground(
+    image: np.ndarray,
+    faces: Sequence[Box] = (),
+    config: SaliencyConfig = SaliencyConfig(),
+) -> Foreground | None:
+    """The salient foreground of an RGB uint8 image, joined with ``faces``.
+
+    The box holds every kept salient blob and every face; the mask is the salient pixels
+    (upscaled from the thumbnail) or'ed with the face boxes. None when the image is flat
+    and has no faces.
+    """
+    gray = _to_gray(image)
+    height, width = gray.shape
+    if height == 0 or width == 0:
+        return None
+    small_mask = _saliency_mask(gray, config)
+    mask = np.zeros((height, width), bool)
+    sources = []
+    if small_mask is not None:
+        up = cv2.resize(
+            small_mask.astype(np.uint8) * 255, (width, height), interpolation=cv2.INTER_LINEAR
+        )
+        mask = up >= 128
+        if mask.any():
+            sources.append("saliency")
+    face_boxes = [clip_box(f, width, height) for f in faces]
+    face_boxes = [f for f in face_boxes if box_area(f) > 0]
+    for x0, y0, x1, y1 in face_boxes:
+        mask[y0:y1, x0:x1] = True
+    if face_boxes:
+        sources.append("faces")
+    if not sources:
+        return None
+    ys = np.flatnonzero(mask.any(axis=1))
+    xs = np.flatnonzero(mask.any(axis=0))
+    box = (int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1)
+    return Foreground(box=box, mask=mask, source="+".join(sources))  # type: ignore[arg-type]

@@ -1,0 +1,390 @@
+"""From a blur probability map to regions, per-region verdicts and the image verdict.
+
+Inputs are the detector's maps for one image, both float32 HxW in [0, 1] at the image's
+resolution: ``prob`` (probability that a pixel is motion-blurred) and ``intensity`` (how
+strong the blur is). A pixel is *blurred* when ``prob >= threshold`` (the model version's
+decision threshold, passed in by the caller).
+
+Regions (all boxes ``(x0, y0, x1, y1)``, exclusive ends, image pixels):
+
+* ``component``: a connected (8-neighbour) blob of blurred pixels of at least
+  ``min_component_fraction`` of the image, at most ``max_components`` of them, largest first.
+* ``face``: each face box (from :mod:`qc_worker.detector.faces` or given by the caller).
+* ``foreground``: the salient foreground's pixels (its mask when it has one, else its box).
+* ``grid``: the cells of a ``grid_rows`` x ``grid_cols`` grid over the image.
+
+Each region reports ``area_fraction`` (its pixels / image pixels), ``coverage`` (the
+fraction of its pixels that are blurred; 1.0 for a component), ``mean_probability`` (over
+all its pixels), ``mean_intensity`` (over its *blurred* pixels, 0.0 when it has none) and a
+verdict: ``blurred`` when ``coverage >= `` the limit of its kind (``face_blur_limit``,
+much lower than ``foreground_blur_limit`` and ``grid_blur_limit``; components are always
+blurred), else ``sharp``.
+
+The image verdict (faces weigh most):
+
+* **reject** when any face region is blurred (``coverage >= face_blur_limit``), or the
+  blurred fraction of the whole image is ``>= reject_area_fraction``;
+* otherwise **review** when the blurred fraction is ``>= review_area_fraction``, or some
+  face has ``coverage >= face_review_limit``, or the foreground region is blurred, or some
+  grid cell is blurred, or some component covers ``>= review_component_fraction`` of the
+  image with ``mean_probability >= review_probability``;
+* otherwise **pass**.
+
+So a blurred face of 2 % of the image rejects it, while a blurred background of the same
+size at most sends it to review. ``score`` is how close the image is to a reject rule:
+``max(blurred_fraction / reject_area_fraction, max face coverage / face_blur_limit)``
+clipped to [0, 1]; it is 1.0 exactly when a reject rule fired. ``reasons`` names every rule
+that fired.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from qc_worker.config import RegionConfig
+from qc_worker.detector.faces import Box, Foreground, box_area, clip_box
+
+__all__ = [
+    "ImageVerdict",
+    "Region",
+    "RegionConfig",
+    "RegionKind",
+    "RegionReport",
+    "RegionVerdict",
+    "analyse_regions",
+    "blur_components",
+    "grid_regions",
+    "image_verdict",
+    "semantic_regions",
+]
+
+RegionKind = Literal["component", "face", "foreground", "grid"]
+RegionVerdict = Literal["blurred", "sharp"]
+ImageVerdict = Literal["pass", "review", "reject"]
+
+
+@dataclass(frozen=True)
+class Region:
+    """One region of an image and its blur statistics (see the module doc)."""
+
+    kind: RegionKind
+    label: str
+    bbox: Box
+    area_fraction: float
+    coverage: float
+    mean_probability: float
+    mean_intensity: float
+    verdict: RegionVerdict
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": self.kind,
+            "label": self.label,
+            "bbox": [int(v) for v in self.bbox],
+            "area_fraction": float(self.area_fraction),
+            "coverage": float(self.coverage),
+            "mean_probability": float(self.mean_probability),
+            "mean_intensity": float(self.mean_intensity),
+            "verdict": self.verdict,
+        }
+
+
+@dataclass(frozen=True)
+class RegionReport:
+    """All regions of one image, its verdict and why."""
+
+    regions: tuple[Region, ...]
+    verdict: ImageVerdict
+    worst_region: Region | None
+    blurred_fraction: float
+    score: float
+    reasons: tuple[str, ...] = field(default=())
+
+    def of_kind(self, kind: RegionKind) -> list[Region]:
+        return [r for r in self.regions if r.kind == kind]
+
+    def to_dict(self) -> dict:
+        return {
+            "verdict": self.verdict,
+            "score": float(self.score),
+            "blurred_fraction": float(self.blurred_fraction),
+            "reasons": list(self.reasons),
+            "worst_region": None if self.worst_region is None else self.worst_region.to_dict(),
+            "regions": [r.to_dict() for r in self.regions],
+        }
+
+
+# --- helpers --------------------------------------------------------------------------
+
+
+def _check_maps(prob: np.ndarray, intensity: np.ndarray, threshold: float) -> None:
+    if prob.ndim != 2:
+        raise ValueError(f"prob must be HxW, got shape {prob.shape}")
+    if intensity.shape != prob.shape:
+        raise ValueError(f"intensity shape {intensity.shape} differs from prob {prob.shape}")
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+
+
+def _stats(
+    prob: np.ndarray,
+    intensity: np.ndarray,
+    blurred: np.ndarray,
+    box: Box,
+    mask: np.ndarray | None = None,
+) -> tuple[float, float, float, float]:
+    """(area_fraction, coverage, mean_probability, mean_intensity) of a box, or of the
+    pixels of ``mask`` (full-image bool) inside the box."""
+    x0, y0, x1, y1 = box
+    total = prob.size
+    p = prob[y0:y1, x0:x1]
+    b = blurred[y0:y1, x0:x1]
+    i = intensity[y0:y1, x0:x1]
+    if mask is not None:
+        m = mask[y0:y1, x0:x1]
+        p, b, i = p[m], b[m], i[m]
+    n = p.size
+    if n == 0:
+        return 0.0, 0.0, 0.0, 0.0
+    nb = int(np.count_nonzero(b))
+    mean_i = float(i[b].mean(dtype=np.float64)) if nb else 0.0
+    return n / total, nb / n, float(p.mean(dtype=np.float64)), mean_i
+
+
+def _verdict(coverage: float, limit: float) -> RegionVerdict:
+    return "blurred" if coverage >= limit else "sharp"
+
+
+def _limit(kind: RegionKind, config: RegionConfig) -> float:
+    return {
+        "face": config.face_blur_limit,
+        "foreground": config.foreground_blur_limit,
+        "grid": config.grid_blur_limit,
+        "component": 0.0,
+    }[kind]
+
+
+# --- regions --------------------------------------------------------------------------
+
+
+def blur_components(
+    prob: np.ndarray,
+    intensity: np.ndarray,
+    threshold: float,
+    min_area_fraction: float = RegionConfig().min_component_fraction,
+    max_components: int | None = RegionConfig().max_components,
+    *,
+    _blurred: np.ndarray | None = None,
+) -> list[Region]:
+    """Connected components (8-neighbour) of ``prob >= threshold``, largest first.
+
+    Components smaller than ``min_area_fraction`` of the image are dropped, and at most
+    ``max_components`` kept (None: all). Each is a ``component`` Region: bbox, area
+    fraction, coverage 1.0, mean probability and mean intensity over its pixels, verdict
+    ``blurred``.
+    """
+    _check_maps(prob, intensity, threshold)
+    blurred = prob >= threshold if _blurred is None else _blurred
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(
+        blurred.view(np.uint8), connectivity=8, ltype=cv2.CV_32S
+    )
+    if count <= 1:
+        return []
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    min_pixels = max(1, int(np.ceil(min_area_fraction * prob.size)))
+    ids = np.flatnonzero(areas >= min_pixels) + 1
+    ids = ids[np.argsort(-stats[ids, cv2.CC_STAT_AREA], kind="stable")]
+    if max_components is not None:
+        ids = ids[:max_components]
+    if ids.size == 0:
+        return []
+    prob32 = np.asarray(prob, np.float32)
+    intensity32 = np.asarray(intensity, np.float32)
+    out = []
+    for k, cid in enumerate(ids):
+        x, y, w, h, area = (int(v) for v in stats[cid])
+        # Means over the component's own pixels, within its bbox only (cv2.mean is SIMD).
+        own = (labels[y : y + h, x : x + w] == cid).view(np.uint8)
+        mean_p = cv2.mean(prob32[y : y + h, x : x + w], mask=own)[0]
+        mean_i = cv2.mean(intensity32[y : y + h, x : x + w], mask=own)[0]
+        out.append(
+            Region(
+                kind="component",
+                label=f"component_{k}",
+                bbox=(x, y, x + w, y + h),
+                area_fraction=area / prob.size,
+                coverage=1.0,
+                mean_probability=float(mean_p),
+                mean_intensity=float(mean_i),
+                verdict="blurred",
+            )
+        )
+    return out
+
+
+def semantic_regions(
+    prob: np.ndarray,
+    intensity: np.ndarray,
+    threshold: float,
+    faces: Sequence[Box] = (),
+    foreground: Foreground | Box | None = None,
+    config: RegionConfig = RegionConfig(),
+    *,
+    _blurred: np.ndarray | None = None,
+) -> list[Region]:
+    """A ``face`` region per face box (``face_0``, ... in the order given) and a
+    ``foreground`` region (its mask's pixels when it is a :class:`Foreground`)."""
+    _check_maps(prob, intensity, threshold)
+    height, width = prob.shape
+    blurred = prob >= threshold if _blurred is None else _blurred
+    out: list[Region] = []
+    for k, face in enumerate(faces):
+        box = clip_box(face, width, height)
+        if box_area(box) == 0:
+            continue
+        area, cov, mp, mi = _stats(prob, intensity, blurred, box)
+        out.append(
+            Region("face", f"face_{k}", box, area, cov, mp, mi,
+                   _verdict(cov, config.face_blur_limit))
+        )
+    if foreground is not None:
+        mask = None
+        if isinstance(foreground, Foreground):
+            box = clip_box(foreground.box, width, height)
+            if foreground.mask.shape == prob.shape:
+                mask = foreground.mask
+        else:
+            box = clip_box(foreground, width, height)
+        if box_area(box) > 0:
+            area, cov, mp, mi = _stats(prob, intensity, blurred, box, mask)
+            if area > 0:
+                out.append(
+                    Region("foreground", "foreground", box, area, cov, mp, mi,
+                           _verdict(cov, config.foreground_blur_limit))
+                )
+    return out
+
+
+def grid_regions(
+    prob: np.ndarray,
+    intensity: np.ndarray,
+    threshold: float,
+    config: RegionConfig = RegionConfig(),
+    *,
+    _blurred: np.ndarray | None = None,
+) -> list[Region]:
+    """``grid_rows`` x ``grid_cols`` cells (labels ``r{row}c{col}``, row-major); cell
+    edges are the rounded even splits of the image, so the cells tile it exactly."""
+    _check_maps(prob, intensity, threshold)
+    height, width = prob.shape
+    blurred = prob >= threshold if _blurred is None else _blurred
+    ys = np.round(np.linspace(0, height, config.grid_rows + 1)).astype(int)
+    xs = np.round(np.linspace(0, width, config.grid_cols + 1)).astype(int)
+    out = []
+    for r in range(config.grid_rows):
+        for c in range(config.grid_cols):
+            box = (int(xs[c]), int(ys[r]), int(xs[c + 1]), int(ys[r + 1]))
+            if box_area(box) == 0:
+                continue
+            area, cov, mp, mi = _stats(prob, intensity, blurred, box)
+            out.append(
+                Region("grid", f"r{r}c{c}", box, area, cov, mp, mi,
+                       _verdict(cov, config.grid_blur_limit))
+            )
+    return out
+
+
+# --- verdict --------------------------------------------------------------------------
+
+
+def _worst_region(regions: Sequence[Region], config: RegionConfig) -> Region | None:
+    """The most blurred face when some face is at least ``face_review_limit`` covered;
+    else the foreground when it is blurred; else the largest blur component; else None."""
+    faces = [r for r in regions if r.kind == "face" and r.coverage >= config.face_review_limit]
+    if faces:
+        return max(faces, key=lambda r: r.coverage)
+    for r in regions:
+        if r.kind == "foreground" and r.verdict == "blurred":
+            return r
+    components = [r for r in regions if r.kind == "component"]
+    return max(components, key=lambda r: r.area_fraction) if components else None
+
+
+def image_verdict(
+    regions: Sequence[Region], blurred_fraction: float, config: RegionConfig = RegionConfig()
+) -> tuple[ImageVerdict, float, tuple[str, ...]]:
+    """(verdict, score, reasons) by the rule in the module doc."""
+    faces = [r for r in regions if r.kind == "face"]
+    reject: list[str] = []
+    review: list[str] = []
+    for f in faces:
+        if f.coverage >= config.face_blur_limit:
+            reject.append(f"{f.label} blurred {f.coverage:.0%} >= {config.face_blur_limit:.0%}")
+        elif f.coverage >= config.face_review_limit:
+            review.append(
+                f"{f.label} blurred {f.coverage:.0%} >= {config.face_review_limit:.0%}"
+            )
+    if blurred_fraction >= config.reject_area_fraction:
+        reject.append(
+            f"image blurred {blurred_fraction:.0%} >= {config.reject_area_fraction:.0%}"
+        )
+    elif blurred_fraction >= config.review_area_fraction:
+        review.append(
+            f"image blurred {blurred_fraction:.0%} >= {config.review_area_fraction:.0%}"
+        )
+    for r in regions:
+        if r.kind in ("foreground", "grid") and r.verdict == "blurred":
+            review.append(f"{r.label} blurred {r.coverage:.0%} >= {_limit(r.kind, config):.0%}")
+        elif (
+            r.kind == "component"
+            and r.area_fraction >= config.review_component_fraction
+            and r.mean_probability >= config.review_probability
+        ):
+            review.append(
+                f"{r.label} ({r.area_fraction:.1%} of image) mean probability "
+                f"{r.mean_probability:.2f} >= {config.review_probability:.2f}"
+            )
+    face_ratio = max((f.coverage / config.face_blur_limit for f in faces), default=0.0)
+    score = min(1.0, max(blurred_fraction / config.reject_area_fraction, face_ratio))
+    if reject:
+        return "reject", 1.0, tuple(reject + review)
+    if review:
+        return "review", score, tuple(review)
+    return "pass", score, ()
+
+
+def analyse_regions(
+    prob: np.ndarray,
+    intensity: np.ndarray,
+    threshold: float,
+    *,
+    faces: Sequence[Box] = (),
+    foreground: Foreground | Box | None = None,
+    config: RegionConfig = RegionConfig(),
+) -> RegionReport:
+    """Every region of one image (faces, foreground, components, grid cells, in that
+    order), the image verdict, the worst region and the score.
+
+    ``worst_region`` is the most blurred face when some face is at least
+    ``face_review_limit`` covered; else the foreground when it is blurred; else the largest
+    blur component; else None (grid cells are a summary, never the worst region).
+    """
+    _check_maps(prob, intensity, threshold)
+    blurred = prob >= threshold
+    blurred_fraction = float(np.count_nonzero(blurred)) / blurred.size if blurred.size else 0.0
+    regions = [
+        *semantic_regions(prob, intensity, threshold, faces, foreground, config, _blurred=blurred),
+        *blur_components(
+            prob, intensity, threshold, config.min_component_fraction, config.max_components,
+            _blurred=blurred,
+        ),
+        *grid_regions(prob, intensity, threshold, config, _blurred=blurred),
+    ]
+    verdict, score, reasons = image_verdict(regions, blurred_fraction, config)
+    worst = _worst_region(regions, config)
+    return RegionReport(tuple(regions), verdict, worst, blurred_fraction, score, reasons)
