@@ -1,13 +1,18 @@
-"""The ``qc`` command line.
+"""The ``qc`` command line: ``qc screen``, ``qc db``, ``qc config``.
 
-For now it has one command, ``qc config``, which prints the effective settings with secrets
-masked. Screening, enqueueing, rescans, workers and database commands arrive with their
-issues.
+Enqueueing, rescans and workers arrive with the job queue.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import logging
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 from pydantic import ValidationError
@@ -73,6 +78,142 @@ def config_command(
             shown = "[dim](unset)[/dim]" if v is None else escape(str(v))
             table.add_row(label, shown, env)
     Console().print(table)
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+def _crop_text(roi: dict | None) -> str:
+    if not roi:
+        return "-"
+    x0, y0, x1, y1 = roi["bbox"]
+    return f"{x1 - x0}x{y1 - y0}+{x0}+{y0} {'safe' if roi['safe'] else 'UNSAFE'} ({roi['blur_fraction']:.0%} blur)"
+
+
+def _worst_text(region: dict | None) -> str:
+    if not region:
+        return "-"
+    if region["kind"] == "component":
+        return f"{region['label']} ({region['area_fraction']:.1%} of image, p={region['mean_probability']:.2f})"
+    return f"{region['label']} ({region['coverage']:.0%} blurred)"
+
+
+@app.command()
+def screen(
+    paths: Annotated[list[str], typer.Argument(help="Image files and folders to screen.")],
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write overlay PNGs (heat map, regions, crops) here.")] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="Summary format on standard output.")] = Format.table,
+    model: Annotated[Optional[Path], typer.Option("--model", help="Checkpoint to use (default: QC_MODEL_PATH or the shipped one).")] = None,
+) -> None:
+    """Screen images in-process: verdicts, blurred regions and crop-safe ROIs, stored in the database.
+
+    Exits 0 when the run completed, whatever the verdicts; images that cannot be read are
+    reported and recorded as failed, and the rest still screen.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from qc_worker.db.engine import get_sessionmaker
+    from qc_worker.db.migrate import upgrade
+    from qc_worker.detector.checkpoint import CheckpointError
+    from qc_worker.detector.inference import Detector
+    from qc_worker.pipeline import Screener
+    from qc_worker.storage import LocalStore, StorageError
+
+    settings = _load_settings()
+    logging.basicConfig(level=settings.log_level, format="%(levelname)s %(message)s", stream=sys.stderr)
+    err = Console(stderr=True)
+    store = LocalStore()
+    try:
+        uris = store.list(paths, recursive=recursive)
+    except StorageError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    if not uris:
+        err.print(f"[red]error:[/red] no images found in {', '.join(paths)}" + ("" if recursive else " (use --recursive for sub-folders)"))
+        raise typer.Exit(2)
+    try:
+        detector = Detector.load(model or settings.model_path, device=settings.device, precision=settings.precision)
+    except (CheckpointError, RuntimeError) as exc:
+        err.print(f"[red]error:[/red] cannot load the detector: {exc}")
+        raise typer.Exit(2) from exc
+    upgrade(settings.database_url)
+    screener = Screener(settings, detector, get_sessionmaker(settings.database_url), store=store, overlay_dir=out)
+    outcomes = []
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err) as bar:
+        task = bar.add_task("screening", total=len(uris))
+        for outcome in screener.screen(uris, progress=lambda o: bar.advance(task)):
+            outcomes.append(outcome)
+    _print_outcomes(outcomes, fmt)
+    counts = {k: sum(o.verdict == k for o in outcomes) for k in ("pass", "review", "reject")}
+    failed = sum(o.status == "failed" for o in outcomes)
+    err.print(
+        f"screened {len(outcomes) - failed} of {len(outcomes)}: {counts['pass']} pass, {counts['review']} review, "
+        f"{counts['reject']} reject, {failed} failed; results in {settings.redacted()['database_url']}"
+        + (f", overlays in {out}" if out else "")
+    )
+
+
+def _print_outcomes(outcomes: list, fmt: Format) -> None:
+    if fmt is Format.json:
+        typer.echo(json.dumps([o.to_dict() for o in outcomes], indent=2))
+        return
+    rows = [
+        (o.uri, o.verdict or "failed", f"{o.score:.2f}" if o.score is not None else "", _worst_text(o.worst_region),
+         _crop_text(o.best_crop("16:9")), o.reason or "")
+        for o in outcomes
+    ]
+    header = ("image", "verdict", "score", "worst region", "best 16:9 crop", "reason")
+    if fmt is Format.csv:
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(header)
+        writer.writerows(rows)
+        typer.echo(buf.getvalue(), nl=False)
+        return
+    table = Table(title="Screening results")
+    for h in header:
+        table.add_column(h, overflow="fold")
+    colour = {"pass": "green", "review": "yellow", "reject": "red", "failed": "magenta"}
+    for r in rows:
+        table.add_row(escape(Path(r[0]).name), f"[{colour[r[1]]}]{r[1]}[/]", *(escape(x) for x in r[2:]))
+    Console().print(table)
+
+
+db_app = typer.Typer(help="Database schema: upgrade, downgrade, current revision.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Migrate the configured database (QC_DATABASE_URL) up to REVISION."""
+    from qc_worker.db.migrate import current, upgrade
+
+    settings = _load_settings()
+    upgrade(settings.database_url, revision)
+    typer.echo(f"database at {current(settings.database_url)}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision ('base' drops every table).")] = "-1") -> None:
+    """Migrate the configured database down to REVISION (default: one step)."""
+    from qc_worker.db.migrate import current, downgrade
+
+    settings = _load_settings()
+    downgrade(settings.database_url, revision)
+    typer.echo(f"database at {current(settings.database_url)}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the configured database's revision (or 'none')."""
+    from qc_worker.db.migrate import current
+
+    settings = _load_settings()
+    typer.echo(current(settings.database_url) or "none")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -227,7 +227,7 @@ class Settings(BaseSettings):
         description=(
             "SQLAlchemy URL of the results database. The default is a SQLite file in the "
             "working directory; production uses PostgreSQL, e.g. "
-            "postgresql+psycopg://qc:PASSWORD@db:5432/qc."
+            "postgresql+psycopg2://qc:PASSWORD@db:5432/qc."
         ),
     )
 
@@ -336,7 +336,7 @@ class Settings(BaseSettings):
         if not scheme:
             raise ValueError(
                 "must be a SQLAlchemy URL such as sqlite:///./qc.db or "
-                "postgresql+psycopg://user:password@host:5432/qc"
+                "postgresql+psycopg2://user:password@host:5432/qc"
             )
         return value
 
