@@ -13,76 +13,19 @@ the PostgreSQL variants fail with a message saying so; they never skip.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from qc_worker.db import migrate
 from qc_worker.db.engine import make_engine
 from qc_worker.db.models import Base
 
-PG_HOST = "127.0.0.1"
-PG_PORT = 5432
-PG_ADMIN_URL = f"postgresql+psycopg2://postgres@{PG_HOST}:{PG_PORT}/test"
-
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)]
 
 TABLES = sorted(Base.metadata.tables)
-
-
-@pytest.fixture(scope="session")
-def pg_admin() -> Iterator[Engine]:
-    """An AUTOCOMMIT engine on the ``test`` database, for CREATE/DROP DATABASE."""
-    engine = create_engine(
-        PG_ADMIN_URL,
-        isolation_level="AUTOCOMMIT",
-        poolclass=NullPool,
-        connect_args={"connect_timeout": 5},
-    )
-    try:
-        with engine.connect() as connection:
-            connection.exec_driver_sql("SELECT 1")
-    except OperationalError as exc:
-        engine.dispose()
-        pytest.fail(
-            f"PostgreSQL does not answer at {PG_HOST}:{PG_PORT} (user postgres, database "
-            f"'test'): {exc.orig}. The database tests need the real server: start it "
-            "(infra/ci/ensure-services.sh does) and run them again.",
-            pytrace=False,
-        )
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture(scope="session")
-def pg_databases(pg_admin: Engine) -> Iterator[tuple[Callable[[], str], Callable[[str], None]]]:
-    """``(create, drop)``: make a uniquely named database (its URL), and drop one."""
-    made: list[str] = []
-
-    def create() -> str:
-        name = f"qc_test_{os.getpid()}_{uuid.uuid4().hex[:12]}"
-        with pg_admin.connect() as connection:
-            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        made.append(name)
-        return make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-
-    def drop(url: str) -> None:
-        name = make_url(url).database
-        with pg_admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if name in made:
-            made.remove(name)
-
-    yield create, drop
-    for name in list(made):
-        with pg_admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")

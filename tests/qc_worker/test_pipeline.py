@@ -1,0 +1,141 @@
+"""The screening flow with a real (tiny, untrained) checkpoint and real databases.
+
+Verdict quality belongs to the shipped model's end-to-end tests; here the flow itself:
+bad files become recorded failures and the batch goes on, rows land in SQLite and
+PostgreSQL, re-screening is idempotent, overlays are written, and `qc screen` behaves.
+"""
+
+import io
+import json
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sqlalchemy import func, select
+from typer.testing import CliRunner
+
+from qc_worker.cli import app
+from qc_worker.config import Settings
+from qc_worker.db.engine import make_engine, make_sessionmaker
+from qc_worker.db.migrate import upgrade
+from qc_worker.db.models import BlurRegion, CropRoi, Image as ImageRow, Screening
+from qc_worker.detector.checkpoint import save_checkpoint
+from qc_worker.detector.inference import Detector
+from qc_worker.detector.model import BlurDetector, ModelConfig
+from qc_worker.pipeline import Screener
+
+SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "images"
+TINY = ModelConfig(encoder="resnet18", decoder_channels=(32, 16, 16, 8, 8))
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_checkpoint(path, BlurDetector(TINY).eval(), thresholds={"pixel": 0.5})
+    return path
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+@pytest.fixture
+def batch_dir(tmp_path) -> Path:
+    d = tmp_path / "batch"
+    d.mkdir()
+    for name in ("coffee.jpg", "portrait_A000069.jpg"):
+        shutil.copy(SAMPLES / name, d / name)
+    good = (SAMPLES / "chelsea.jpg").read_bytes()
+    (d / "truncated.jpg").write_bytes(good[: len(good) // 3])
+    (d / "notes.jpg").write_text("this is a text file, not a picture")
+    (d / "empty.jpg").write_bytes(b"")
+    (d / "bomb.png").write_bytes(_png_header_only(30000, 30000))
+    return d
+
+
+REASONS = {
+    "truncated.jpg": "truncated",
+    "notes.jpg": "not an image",
+    "empty.jpg": "empty",
+    "bomb.png": "over the limit",
+}
+
+
+def _screen(url: str, checkpoint: Path, folder: Path, overlays: Path | None = None):
+    settings = Settings(_env_file=None, database_url=url, max_image_pixels=50_000_000, batch_size=4)
+    upgrade(url)
+    engine = make_engine(url)
+    screener = Screener(settings, Detector.load(checkpoint, device="cpu"), make_sessionmaker(engine), overlay_dir=overlays)
+    uris = sorted(str(p) for p in folder.iterdir())
+    return {Path(o.uri).name: o for o in screener.screen(uris)}, engine
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'qc.db'}"
+        return
+    create, drop = request.getfixturevalue("pg_databases")
+    url = create()
+    yield url
+    drop(url)
+
+
+def test_bad_files_are_recorded_failures_and_the_batch_goes_on(db_url, tiny_checkpoint, batch_dir, tmp_path):
+    outcomes, engine = _screen(db_url, tiny_checkpoint, batch_dir, overlays=tmp_path / "ov")
+    for name, reason in REASONS.items():
+        assert outcomes[name].status == "failed", name
+        assert reason in outcomes[name].reason, (name, outcomes[name].reason)
+    for name in ("coffee.jpg", "portrait_A000069.jpg"):
+        o = outcomes[name]
+        assert o.status == "screened" and o.verdict in ("pass", "review", "reject")
+        assert Path(o.overlay).is_file()
+        assert {r["aspect"] for r in o.rois} == {"16:9", "4:3", "1:1", "2:3"}
+    with engine.connect() as c:
+        failed = dict(c.execute(select(ImageRow.uri, ImageRow.failure_reason).where(ImageRow.status == "failed")).all())
+        assert {Path(u).name for u in failed} == set(REASONS)
+        assert c.scalar(select(func.count()).select_from(Screening)) == 2
+        assert c.scalar(select(func.count()).select_from(CropRoi)) == 8
+        assert c.scalar(select(func.count()).select_from(BlurRegion)) >= 2 * 9  # at least the grid
+    engine.dispose()
+
+
+def test_screening_twice_leaves_one_screening_per_image(db_url, tiny_checkpoint, batch_dir):
+    _, engine = _screen(db_url, tiny_checkpoint, batch_dir)
+    engine.dispose()
+    _, engine = _screen(db_url, tiny_checkpoint, batch_dir)
+    with engine.connect() as c:
+        assert c.scalar(select(func.count()).select_from(Screening)) == 2
+        assert c.scalar(select(func.count()).select_from(CropRoi)) == 8
+    engine.dispose()
+
+
+runner = CliRunner()
+
+
+def test_qc_screen_command(tiny_checkpoint, batch_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("QC_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    from qc_worker.config import get_settings
+
+    get_settings.cache_clear()
+    res = runner.invoke(app, ["screen", str(batch_dir), "--model", str(tiny_checkpoint), "--format", "json", "--out", str(tmp_path / "ov")])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout[res.stdout.index("["):res.stdout.rindex("]") + 1])
+    assert len(rows) == 6 and sum(r["status"] == "failed" for r in rows) == 4
+    res = runner.invoke(app, ["screen", str(batch_dir / "coffee.jpg"), "--model", str(tiny_checkpoint), "--format", "csv"])
+    assert res.exit_code == 0 and "best 16:9 crop" in res.stdout
+    assert runner.invoke(app, ["screen", str(tmp_path / "missing")]).exit_code == 2
+    (tmp_path / "none").mkdir()
+    res = runner.invoke(app, ["screen", str(tmp_path / "none")])
+    assert res.exit_code == 2 and "no images found" in res.output
+    res = runner.invoke(app, ["screen", str(batch_dir), "--model", str(tmp_path / "nope.safetensors")])
+    assert res.exit_code == 2 and "cannot load the detector" in res.output
+    get_settings.cache_clear()
