@@ -1,7 +1,7 @@
 # Artwork QC — developer entry points.
 #
 #   make test    the whole suite (unit + integration); fails when nothing is collected
-#   make demo    synthesise motion-blurred samples from samples/images into out/demo-synth
+#   make demo    screen the bundled sample photos with the shipped model (qc screen)
 #   make bench   run the benchmarks (bench/synth.py)
 #   make clean   remove build and run outputs (keeps .venv; `make distclean` removes it too)
 #
@@ -42,8 +42,8 @@ $(STAMP): pyproject.toml | $(VENV_PY)
 
 # --- entry points -------------------------------------------------------------------
 demo: venv
-	$(VENV)/bin/qc-train synth --sources samples/images --out out/demo-synth --count 16 --seed 0
-	@echo "demo: synthetic motion-blur samples are in out/demo-synth/"
+	$(VENV)/bin/qc screen samples/images --out out/demo-overlays
+	@echo "demo: verdicts are in ./qc.db (SQLite), overlay PNGs in out/demo-overlays/"
 
 # pytest exits 5 when it collected no tests; that must fail CI, not pass it.
 test: venv
@@ -54,7 +54,10 @@ test: venv
 	exit $$rc
 
 bench: venv
+	$(VENV_PY) -m pip install -q -e '.[bench]'
+	$(VENV_PY) -m pip install -q --no-deps blur-detector==0.0.6
 	$(VENV_PY) bench/synth.py
+	$(VENV_PY) bench/detector.py
 
 # --- housekeeping -------------------------------------------------------------------
 clean:

@@ -1,0 +1,74 @@
+"""End to end with the shipped model: what a user of `qc screen` relies on.
+
+These run the real trained checkpoint in qc_worker/weights on the bundled public-domain
+photos, with blur synthesised by the training pipeline's own blur operators.
+"""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from model_training.synth.blur import Straight
+from model_training.synth.composite import blur_instance
+from model_training.synth.config import CompositeConfig
+from qc_worker.config import Settings
+from qc_worker.db.engine import make_engine, make_sessionmaker
+from qc_worker.db.migrate import upgrade
+from qc_worker.detector.faces import detect_faces
+from qc_worker.detector.inference import SHIPPED_CHECKPOINT, Detector
+from qc_worker.images import decode_image
+from qc_worker.pipeline import Screener
+
+pytestmark = pytest.mark.integration
+SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "images"
+
+
+@pytest.fixture(scope="module")
+def screener(tmp_path_factory):
+    assert SHIPPED_CHECKPOINT.is_file(), "the shipped checkpoint is missing"
+    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'qc.db'}"
+    upgrade(url)
+    settings = Settings(_env_file=None, database_url=url)
+    return Screener(settings, Detector.load(), make_sessionmaker(make_engine(url)))
+
+
+def _motion_blur(rgb: np.ndarray, mask: np.ndarray, length: float, angle: float) -> np.ndarray:
+    alpha = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 1.0)
+    out = blur_instance(rgb.astype(np.float32) / 255, alpha, Straight(length=length, angle=angle), None, CompositeConfig())
+    assert out.visible
+    return np.clip(np.round(out.image * 255), 0, 255).astype(np.uint8)
+
+
+def _screen_array(screener, rgb: np.ndarray, path: Path):
+    cv2.imwrite(str(path), rgb[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    return next(iter(screener.screen([str(path)])))
+
+
+PORTRAITS = ["portrait_A000069.jpg", "portrait_C001049.jpg", "portrait_E000290.jpg"]
+
+
+@pytest.mark.parametrize("name", PORTRAITS)
+def test_a_sharp_portrait_passes_and_its_face_blurred_is_rejected(screener, name, tmp_path):
+    rgb = decode_image(SAMPLES / name)
+    sharp = _screen_array(screener, rgb, tmp_path / "sharp.png")
+    assert sharp.status == "screened" and sharp.verdict == "pass", sharp.to_dict()
+
+    (x0, y0, x1, y1), *_ = detect_faces(rgb)
+    mask = np.zeros(rgb.shape[:2], np.float32)
+    cv2.ellipse(mask, ((x0 + x1) // 2, (y0 + y1) // 2), ((x1 - x0) // 2, int((y1 - y0) * 0.6)), 0, 0, 360, 1.0, -1)
+    blurred = _screen_array(screener, _motion_blur(rgb, mask, length=10.0, angle=20.0), tmp_path / "blurred.png")
+    assert blurred.verdict == "reject", blurred.to_dict()
+    faces = [r for r in blurred.regions if r["kind"] == "face"]
+    assert faces and faces[0]["verdict"] == "blurred"
+
+
+def test_the_16_9_crop_of_an_image_blurred_on_one_side_lies_on_the_other(screener, tmp_path):
+    rgb = cv2.resize(decode_image(SAMPLES / "rocket.jpg"), (1200, 400), interpolation=cv2.INTER_AREA)
+    mask = np.zeros(rgb.shape[:2], np.float32)
+    mask[:, :400] = 1.0
+    out = _screen_array(screener, _motion_blur(rgb, mask, length=14.0, angle=0.0), tmp_path / "left.png")
+    crop = out.best_crop("16:9")
+    assert crop is not None and crop["safe"], out.to_dict()
+    assert crop["bbox"][0] >= 380, crop
