@@ -57,7 +57,7 @@ class Outcome:
         return {
             "uri": self.uri, "status": self.status, "verdict": self.verdict, "score": self.score,
             "reason": self.reason, "sha256": self.sha256, "size": list(self.size) if self.size else None,
-            "worst_region": self.worst_region, "rois": self.rois, "overlay": self.overlay,
+            "worst_region": self.worst_region, "regions": self.regions, "rois": self.rois, "overlay": self.overlay,
             "timings": self.timings,
         }
 

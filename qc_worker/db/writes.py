@@ -296,7 +296,7 @@ def _insert(session: Session, model: type) -> Any:
         return postgresql.insert(model)
     if dialect == "sqlite":
         return sqlite.insert(model)
-    raise NotImplementedError(
+    raise ValueError(
         f"idempotent writes support PostgreSQL and SQLite, not {dialect!r}"
     )
 
