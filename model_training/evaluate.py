@@ -100,7 +100,8 @@ def hf_blur_map(rgb: np.ndarray, window: int = 15) -> np.ndarray:
     adapts to each image's content the way a person tuning it by hand would.
     """
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
-    energy = cv2.blur(cv2.Laplacian(gray, cv2.CV_32F) ** 2, (window, window))
+    # Box-filtering rounds a little below zero on flat areas; clamp before the root.
+    energy = np.maximum(cv2.blur(cv2.Laplacian(gray, cv2.CV_32F) ** 2, (window, window)), 0.0)
     ref = float(np.percentile(energy, 95)) + 1e-8
     return 1.0 - np.clip(np.sqrt(energy / ref), 0.0, 1.0)
 

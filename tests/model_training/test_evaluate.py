@@ -26,6 +26,9 @@ def test_baselines_see_blur():
     half[:, 64:] = blurred[:, 64:]
     m = hf_blur_map(half)
     assert m[:, 80:120].mean() > m[:, 8:48].mean() + 0.2
+    flat = np.full((64, 64, 3), 128, np.uint8)
+    flat[20:40, 20:40] = 130
+    assert np.isfinite(hf_blur_map(flat)).all()
 
 
 def test_layouts_are_discovered(tmp_path):
