@@ -83,7 +83,8 @@ def main() -> None:
     ds = BlurSynthDataset(list_sources(SAMPLES), full_cfg, length=10_000, seed=0)
     for i in range(len(ds.sources)):
         ds.sample(i)  # fill the instance cache: training computes masks once per source
-    rows.append(("full sampler, 512 px (masks cached), 1 process", rate(ds.sample, args.seconds)))
+    full = rate(ds.sample, args.seconds)
+    rows.append(("full sampler, 512 px (masks cached), 1 process", full))
 
     step_s = training_step_seconds()
     need = 8 / step_s
@@ -95,7 +96,6 @@ def main() -> None:
     ]
     lines += [f"| {label:<{width}} | {r:9.1f} | {base / r:26.1f}x |" for label, r in rows]
     table = "\n".join(lines)
-    full = rows[-1][1]
     note = (
         f"One worker process makes {full:.1f} samples/s at 512 px; a training step of the default "
         f"model takes {step_s:.2f} s here and so consumes {need:.1f} samples/s: one DataLoader "

@@ -50,7 +50,7 @@ def test_tiles_cover_the_image_and_blend_to_exact_weights(checkpoint, monkeypatc
     """With a per-pixel stand-in for the network, tiling must reproduce it exactly: every
     pixel covered, overlapping tiles averaged with weights that sum to one."""
     tiled = Detector.load(checkpoint, device="cpu", precision="fp32",
-                          config=InferenceConfig(tile_above_pixels=100 * 100, tile=128, overlap=48, batch_size=3))
+                          config=InferenceConfig(tile_above_pixels=100 * 100, tile=128, overlap=48, tile_batch=3))
     local = lambda batch: (batch.mean(axis=3) / 255.0, batch[..., 0] / 255.0)
     monkeypatch.setattr(tiled, "_forward", local)
     img = _img(300, 410, 9)
