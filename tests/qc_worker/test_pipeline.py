@@ -5,17 +5,14 @@ bad files become recorded failures and the batch goes on, rows land in SQLite an
 PostgreSQL, re-screening is idempotent, overlays are written, and `qc screen` behaves.
 """
 
-import io
 import json
 import shutil
 import struct
 import zlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
