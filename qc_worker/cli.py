@@ -194,7 +194,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
 
     settings = _load_settings()
     upgrade(settings.database_url, revision)
-    typer.echo(f"database at {current(settings.database_url)}")
+    typer.echo(f"database at {current(settings.database_url) or 'none'}")
 
 
 @db_app.command("downgrade")
@@ -204,7 +204,7 @@ def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision (
 
     settings = _load_settings()
     downgrade(settings.database_url, revision)
-    typer.echo(f"database at {current(settings.database_url)}")
+    typer.echo(f"database at {current(settings.database_url) or 'none (no tables)'}")
 
 
 @db_app.command("current")

@@ -69,3 +69,20 @@ def test_version():
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0
     assert __version__ in result.output
+
+
+def test_qc_db_commands_walk_the_schema(tmp_path, monkeypatch):
+    from qc_worker.config import get_settings
+    from qc_worker.db.migrate import head
+
+    monkeypatch.setenv("QC_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    get_settings.cache_clear()
+    try:
+        assert runner.invoke(app, ["db", "current"]).stdout.strip() == "none"
+        res = runner.invoke(app, ["db", "upgrade"])
+        assert res.exit_code == 0 and head() in res.stdout
+        assert runner.invoke(app, ["db", "current"]).stdout.strip() == head()
+        res = runner.invoke(app, ["db", "downgrade", "base"])
+        assert res.exit_code == 0 and "none" in res.stdout
+    finally:
+        get_settings.cache_clear()
