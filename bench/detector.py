@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from report import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples" / "images"
@@ -107,7 +107,7 @@ def main() -> None:
     gpu = gpu_rows(args.model) if torch.cuda.is_available() else "No GPU on this machine: GPU rows not measured."
     print(table, note, gpu, sep="\n\n")
     if not args.no_write:
-        write_section(table, note, gpu)
+        write_section("bench/detector.py", "Detector speed", "`make bench` (shipped checkpoint, CPU)", f"{table}\n\n{note}\n\n{gpu}")
 
 
 def gpu_rows(model: Path | None) -> str:
@@ -125,19 +125,6 @@ def gpu_rows(model: Path | None) -> str:
         r = _rate(lambda: (det.predict(batch), torch.cuda.synchronize()), 3.0) * b
         out.append(f"| {b} | {r:.0f} |")
     return "\n".join(out)
-
-
-def write_section(table: str, note: str, gpu: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = (
-        "<!-- bench/detector.py -->\n## Detector speed (`bench/detector.py`)\n\n"
-        f"Measured {time.strftime('%Y-%m-%d')} with `make bench` (shipped checkpoint, CPU).\n\n"
-        f"{table}\n\n{note}\n\n{gpu}\n<!-- /bench/detector.py -->"
-    )
-    pattern = re.compile(r"<!-- bench/detector.py -->.*?<!-- /bench/detector.py -->", re.S)
-    text = pattern.sub(section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
-    path.write_text(text)
 
 
 if __name__ == "__main__":

@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
+from report import write_section
 
 from model_training.data import BlurSynthDataset, list_sources, load_source
 from model_training.synth.blur import BLUR_TYPES
@@ -106,7 +106,7 @@ def main() -> None:
     print(table)
     print(note)
     if not args.no_write:
-        write_section(table, note)
+        write_section("bench/synth.py", "Synthesis throughput", "`.venv/bin/python bench/synth.py`, image 512 px short side", f"{table}\n\n{note}")
 
 
 def training_step_seconds(steps: int = 4) -> float:
@@ -135,19 +135,6 @@ def training_step_seconds(steps: int = 4) -> float:
         opt.step()
         times.append(time.perf_counter() - t0)
     return float(np.median(times[1:]))
-
-
-def write_section(table: str, note: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = (
-        "<!-- bench/synth.py -->\n## Synthesis throughput (`bench/synth.py`)\n\n"
-        f"Measured {time.strftime('%Y-%m-%d')} with `.venv/bin/python bench/synth.py`, image 512 px short side.\n\n"
-        f"{table}\n\n{note}\n<!-- /bench/synth.py -->"
-    )
-    pattern = re.compile(r"<!-- bench/synth.py -->.*?<!-- /bench/synth.py -->", re.S)
-    text = pattern.sub(section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
-    path.write_text(text)
 
 
 if __name__ == "__main__":
