@@ -42,7 +42,7 @@ def test_a_tiny_model_overfits_a_handful_of_samples(photo_dir):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     model.eval()
     with torch.no_grad():
         prob = model(image).probability
