@@ -130,3 +130,27 @@ def _timed(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def test_profile_duplicates_of_frontal_faces_are_dropped(monkeypatch):
+    """Frontal boxes are kept first; a profile box overlapping one is a duplicate, a
+    separate profile face is kept, and mirrored profile boxes come back unmirrored."""
+    from qc_worker.config import FaceConfig
+    from qc_worker.detector import faces as faces_module
+
+    def fake_detect(self, gray, config, min_side):
+        if self is faces_module._cascade(faces_module.FRONTAL_CASCADE):
+            return [(50, 50, 90, 90)]
+        if gray[0, 0] == 1:  # the mirrored pass (marker pixel moved to the left edge)
+            return [(400 - 190, 50, 400 - 150, 90)]
+        return [(54, 52, 94, 92), (250, 40, 290, 80)]
+
+    monkeypatch.setattr(faces_module._Cascade, "detect", fake_detect)
+    monkeypatch.setattr(faces_module.cv2, "equalizeHist", lambda g: g)
+    image = np.zeros((200, 400, 3), np.uint8)
+    image[0, -1] = 1
+    boxes = faces_module.detect_faces(image, FaceConfig(max_side=10_000, profile="always", min_size_fraction=0.05))
+    assert (50, 50, 90, 90) in boxes
+    assert (54, 52, 94, 92) not in boxes
+    assert (250, 40, 290, 80) in boxes and (150, 50, 190, 90) in boxes
+    assert len(boxes) == 3

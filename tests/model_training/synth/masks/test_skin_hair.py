@@ -27,7 +27,7 @@ def test_hair_is_the_dark_band_above_a_face(monkeypatch):
     image[50:100, 100:200] = (40, 30, 25)
     image[170:190, 100:108] = (40, 30, 25)  # dark, in the band, but not touching the face
     faces = FaceDetector()
-    monkeypatch.setattr(faces, "_detect", lambda img: [FaceBox(110, 100, 80, 100, 1.0, False)])
+    monkeypatch.setattr(faces, "_detect", lambda img: [FaceBox(110, 100, 80, 100, 1.0)])
     foreground = np.zeros((300, 300), bool)
     foreground[40:260, 80:220] = True
     instances = SkinHair(faces=faces)(image, foreground_mask=foreground)
