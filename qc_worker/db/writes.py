@@ -142,26 +142,11 @@ def upsert_image(
     earlier failure of the same content), and the optional fields that are given replace
     the stored ones; those passed as ``None`` keep what is stored.
     """
-    uri = _nonempty_str(uri, "uri")
-    sha256 = _sha256(sha256)
-    now = utcnow()
-    values = {
-        "uri": uri,
-        "sha256": sha256,
-        "width": _positive_int(width, "width"),
-        "height": _positive_int(height, "height"),
-        "source_kind": _opt_str(source_kind, "source_kind"),
-        "title_id": _opt_int(title_id, "title_id"),
-        "video_id": _opt_int(video_id, "video_id"),
-        "job_id": _opt_int(job_id, "job_id"),
-        "timestamp_s": _opt_float(timestamp_s, "timestamp_s"),
-        "frame_index": _opt_int(frame_index, "frame_index"),
-        "vendor": _opt_str(vendor, "vendor"),
-        "status": ImageStatus.OK,
-        "failure_reason": None,
-        "created_at": now,
-        "updated_at": now,
-    }
+    values = _image_values(
+        uri, _sha256(sha256), _positive_int(width, "width"), _positive_int(height, "height"),
+        ImageStatus.OK, None, source_kind=source_kind, title_id=title_id, video_id=video_id,
+        job_id=job_id, timestamp_s=timestamp_s, frame_index=frame_index, vendor=vendor,
+    )
     return _upsert_image_row(session, values)
 
 
@@ -188,14 +173,38 @@ def record_image_failure(
     such row per uri). Recording the same failure twice leaves one row with the latest
     reason. The pipeline does not screen failed images (nothing here enforces that).
     """
-    uri = _nonempty_str(uri, "uri")
-    reason = _nonempty_str(reason, "reason")
+    values = _image_values(
+        uri, None if sha256 is None else _sha256(sha256), _opt_positive_int(width, "width"),
+        _opt_positive_int(height, "height"), ImageStatus.FAILED, _nonempty_str(reason, "reason"),
+        source_kind=source_kind, title_id=title_id, video_id=video_id, job_id=job_id,
+        timestamp_s=timestamp_s, frame_index=frame_index, vendor=vendor,
+    )
+    return _upsert_image_row(session, values)
+
+
+def _image_values(
+    uri: str,
+    sha256: str | None,
+    width: int | None,
+    height: int | None,
+    status: ImageStatus,
+    failure_reason: str | None,
+    *,
+    source_kind: Any,
+    title_id: Any,
+    video_id: Any,
+    job_id: Any,
+    timestamp_s: Any,
+    frame_index: Any,
+    vendor: Any,
+) -> dict[str, Any]:
+    """One image row's values, the optional fields validated the same way for both writers."""
     now = utcnow()
-    values = {
-        "uri": uri,
-        "sha256": None if sha256 is None else _sha256(sha256),
-        "width": _opt_positive_int(width, "width"),
-        "height": _opt_positive_int(height, "height"),
+    return {
+        "uri": _nonempty_str(uri, "uri"),
+        "sha256": sha256,
+        "width": width,
+        "height": height,
         "source_kind": _opt_str(source_kind, "source_kind"),
         "title_id": _opt_int(title_id, "title_id"),
         "video_id": _opt_int(video_id, "video_id"),
@@ -203,12 +212,11 @@ def record_image_failure(
         "timestamp_s": _opt_float(timestamp_s, "timestamp_s"),
         "frame_index": _opt_int(frame_index, "frame_index"),
         "vendor": _opt_str(vendor, "vendor"),
-        "status": ImageStatus.FAILED,
-        "failure_reason": reason,
+        "status": status,
+        "failure_reason": failure_reason,
         "created_at": now,
         "updated_at": now,
     }
-    return _upsert_image_row(session, values)
 
 
 def save_screening(
