@@ -79,18 +79,27 @@ def check_source_header(path: Path) -> tuple[int, int]:
         w, h = image_size(path, MAX_SOURCE_PIXELS)
     except ImageError as exc:
         raise SourceError(str(exc)) from exc
-    if min(w, h) < MIN_SOURCE_SIDE:
-        raise SourceError(f"too small ({w}x{h}); need at least {MIN_SOURCE_SIDE} px a side")
+    _check_side(w, h)
     return w, h
 
 
+def _check_side(w: int, h: int) -> None:
+    if min(w, h) < MIN_SOURCE_SIDE:
+        raise SourceError(f"too small ({w}x{h}); need at least {MIN_SOURCE_SIDE} px a side")
+
+
 def load_source(path: Path) -> np.ndarray:
-    """Decode a source as upright 8-bit RGB, whatever its mode (the worker's own decoder)."""
-    check_source_header(path)
+    """Decode a source as upright 8-bit RGB, whatever its mode (the worker's own decoder).
+
+    The decoder checks the header itself, so the file is opened once; only the size rule
+    of :func:`check_source_header` is applied here, on the decoded array.
+    """
     try:
-        return decode_image(path, MAX_SOURCE_PIXELS)
+        rgb = decode_image(path, MAX_SOURCE_PIXELS)
     except ImageError as exc:
         raise SourceError(str(exc)) from exc
+    _check_side(rgb.shape[1], rgb.shape[0])
+    return rgb
 
 
 def split_sources(
