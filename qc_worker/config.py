@@ -205,6 +205,37 @@ class RoiConfig(BaseModel):
         return value
 
 
+class FrameConfig(BaseModel):
+    """Sampling a title's video into candidate thumbnails (``QC_FRAMES__…``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    interval_s: float = Field(2.0, gt=0, description="One candidate every this many seconds.")
+    analysis_fps: float = Field(
+        6.0, gt=0, description="Frames per second looked at for scene cuts (decoding is the cost)."
+    )
+    scene_threshold: float = Field(
+        0.35, gt=0, le=1, description="Histogram (Bhattacharyya) distance that counts as a cut."
+    )
+    black_luma: float = Field(
+        18.0, ge=0, le=255, description="Frames darker than this mean luma are dropped as black."
+    )
+    flat_std: float = Field(
+        6.0, ge=0, description="Frames whose luma spread is below this are dropped as flat."
+    )
+    duplicate_distance: int = Field(
+        6, ge=0, le=64, description="Perceptual-hash distance at or below which a frame is a duplicate."
+    )
+    max_frames: int = Field(300, ge=1, description="Most candidates kept per video (evenly spread).")
+    thumbnail_max_side: int = Field(
+        1920, ge=64, description="Thumbnails larger than this are scaled down to it."
+    )
+    jpeg_quality: int = Field(95, ge=50, le=100, description="JPEG quality of the thumbnails.")
+
+
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+
 class Settings(BaseSettings):
     """Effective configuration of one process (worker, beat, CLI or test).
 
@@ -238,6 +269,48 @@ class Settings(BaseSettings):
             "Redis URL of the Celery broker and result backend (redis://, rediss:// or unix://)."
         ),
     )
+
+    redis_key_prefix: str = Field(
+        default="",
+        description="Prefix of every Redis key the queue uses, so deployments or test runs can "
+        "share one Redis (e.g. 'qc-staging:').",
+    )
+    visibility_timeout_s: int = Field(
+        default=7200,
+        ge=60,
+        description="Seconds Redis waits before it redelivers an unacknowledged task; every task "
+        "must finish well inside it (see task_time_limit_s).",
+    )
+    task_time_limit_s: int = Field(
+        default=1800,
+        ge=10,
+        description="Hard limit of one task, in seconds; at most half the visibility timeout.",
+    )
+    screen_chunk_size: int = Field(
+        default=32, ge=1, description="Images per screening task (big jobs are split into chunks)."
+    )
+    prefetch_multiplier: int = Field(
+        default=1, ge=1, description="Tasks a worker process reserves ahead (1 for GPU workers)."
+    )
+    retry_max: int = Field(
+        default=8, ge=0, description="Retries of a task after a transient failure (S3, database, Redis)."
+    )
+    retry_backoff_max_s: int = Field(
+        default=600, ge=1, description="Cap of the exponential back-off between retries, in seconds."
+    )
+    rescan_at: str = Field(
+        default="03:00", description="Time of the nightly rescan, HH:MM in UTC (Celery beat)."
+    )
+    rescan_max_age_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="The nightly rescan also re-screens screenings older than this; unset: only "
+        "images the current model has not screened.",
+    )
+    beat_schedule_path: Path = Field(
+        default=Path("celerybeat-schedule"), description="Where Celery beat keeps its state."
+    )
+    frames: FrameConfig = Field(default_factory=FrameConfig, description="Video frame sampling.")
 
     # --- object store ---------------------------------------------------------------
     s3_endpoint_url: str | None = Field(
@@ -292,6 +365,15 @@ class Settings(BaseSettings):
     log_level: LogLevel = Field(
         default="INFO", description="Logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL."
     )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text for people, json (one object per line) for log collectors."
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Port of a worker's Prometheus /metrics endpoint; unset: no endpoint.",
+    )
 
     # --- screening ------------------------------------------------------------------
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
@@ -300,6 +382,10 @@ class Settings(BaseSettings):
         "bf16 on the CPU is about 2.5x faster than fp32 with near-identical maps.",
     )
     batch_size: int = Field(default=8, ge=1, description="Images per forward pass.")
+    write_overlays: bool = Field(
+        default=True,
+        description="Workers store an overlay PNG (heat map, regions, crops) beside each screening.",
+    )
     faces: FaceConfig = Field(default_factory=FaceConfig, description="Face detection.")
     regions: RegionConfig = Field(default_factory=RegionConfig, description="Region and image verdicts.")
     roi: RoiConfig = Field(default_factory=RoiConfig, description="Crop-safe ROI search.")
@@ -369,6 +455,25 @@ class Settings(BaseSettings):
         if not value:
             raise ValueError("must not be empty (e.g. us-east-1)")
         return value
+
+    @field_validator("rescan_at")
+    @classmethod
+    def _check_rescan_at(cls, value: str) -> str:
+        value = value.strip()
+        if not _HHMM.match(value):
+            raise ValueError("must be a time HH:MM in UTC, e.g. 03:00")
+        return value
+
+    @model_validator(mode="after")
+    def _tasks_fit_visibility(self) -> Settings:
+        # Redis redelivers a task that is still unacknowledged after the visibility timeout,
+        # so a task allowed to run longer than half of it could run twice at once.
+        if self.task_time_limit_s * 2 > self.visibility_timeout_s:
+            raise ValueError(
+                f"QC_TASK_TIME_LIMIT_S ({self.task_time_limit_s}) must be at most half of "
+                f"QC_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s})"
+            )
+        return self
 
     # --- helpers --------------------------------------------------------------------
     @property

@@ -1,6 +1,6 @@
 """The results database: SQLAlchemy 2.0 models, engines and sessions, idempotent writes.
 
-* :mod:`qc_worker.db.models` — the ORM models (titles, videos, jobs, images,
+* :mod:`qc_worker.db.models` — the ORM models (titles, videos, jobs, job_items, images,
   model_versions, screenings, blur_regions, crop_rois) and their enumerations;
 * :mod:`qc_worker.db.engine` — :func:`make_engine`, :func:`session_scope` and friends;
 * :mod:`qc_worker.db.writes` — idempotent writes (:func:`save_screening`, ...);
@@ -25,6 +25,8 @@ from qc_worker.db.models import (
     Image,
     ImageStatus,
     Job,
+    JobItem,
+    JobItemStatus,
     JobKind,
     JobStatus,
     ModelVersion,
@@ -48,6 +50,8 @@ __all__ = [
     "Image",
     "ImageStatus",
     "Job",
+    "JobItem",
+    "JobItemStatus",
     "JobKind",
     "JobStatus",
     "ModelVersion",

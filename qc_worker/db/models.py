@@ -5,6 +5,7 @@ The tables, in the order they depend on each other::
     titles          one catalog title (external id from the catalog, name)
     videos          a title's video, sampled into candidate thumbnails
     jobs            one unit of queued work (frames / vendor / rescan / local) and its progress
+    job_items       one image a job must screen, and what became of it (pending/screened/failed)
     images          one image: where it is (uri), its content hash, size, where it came from,
                     and whether it could be read (status ok / failed + failure_reason)
     model_versions  one detector checkpoint, unique by checksum, with metrics and thresholds
@@ -56,6 +57,8 @@ __all__ = [
     "Image",
     "ImageStatus",
     "Job",
+    "JobItem",
+    "JobItemStatus",
     "JobKind",
     "JobStatus",
     "ModelVersion",
@@ -94,6 +97,12 @@ class JobStatus(StrEnum):
     DONE = "done"
     FAILED = "failed"
     PARTIALLY_FAILED = "partially_failed"
+
+
+class JobItemStatus(StrEnum):
+    PENDING = "pending"
+    SCREENED = "screened"
+    FAILED = "failed"
 
 
 class Verdict(StrEnum):
@@ -293,6 +302,42 @@ class Job(Base):
 
     def __repr__(self) -> str:
         return f"Job(id={self.id!r}, kind={self.kind!r}, status={self.status!r})"
+
+
+class JobItem(Base):
+    """One image a job must screen. A job's counts and its end come from these rows, so
+    a task that is retried or delivered twice cannot count anything twice."""
+
+    __tablename__ = "job_items"
+
+    id: Mapped[int] = _id()
+    job_id: Mapped[int] = _fk("jobs.id", "CASCADE", nullable=False)
+    uri: Mapped[str] = mapped_column(String(URI_LENGTH), nullable=False)
+    status: Mapped[JobItemStatus] = mapped_column(
+        _enum(JobItemStatus, "status"),
+        nullable=False,
+        default=JobItemStatus.PENDING,
+        server_default=JobItemStatus.PENDING.value,
+    )
+    image_id: Mapped[int | None] = _fk("images.id", "SET NULL")
+    reason: Mapped[str | None] = mapped_column(Text)
+    timestamp_s: Mapped[float | None] = mapped_column(Float)
+    frame_index: Mapped[int | None] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = _updated_at()
+
+    job: Mapped[Job] = relationship()
+    image: Mapped[Image | None] = relationship()
+
+    __table_args__ = (
+        UniqueConstraint("job_id", "uri"),
+        Index("ix_job_items_job_id_status", "job_id", "status"),
+        Index("ix_job_items_image_id", "image_id"),
+    )
+
+    def __repr__(self) -> str:
+        return f"JobItem(id={self.id!r}, job_id={self.job_id!r}, status={self.status!r})"
 
 
 class Image(Base):
