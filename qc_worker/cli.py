@@ -103,7 +103,7 @@ def _worst_text(region: dict | None) -> str:
 
 @app.command()
 def screen(
-    paths: Annotated[list[str], typer.Argument(help="Image files and folders to screen.")],
+    paths: Annotated[list[str], typer.Argument(help="Image files and folders, or s3://bucket/key and s3://bucket/prefix/, to screen.")],
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
     out: Annotated[Optional[Path], typer.Option("--out", help="Write overlay PNGs (heat map, regions, crops) here.")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="Summary format on standard output.")] = Format.table,
@@ -121,12 +121,12 @@ def screen(
     from qc_worker.detector.checkpoint import CheckpointError
     from qc_worker.detector.inference import Detector
     from qc_worker.pipeline import Screener
-    from qc_worker.storage import LocalStore, StorageError
+    from qc_worker.storage import LocalStore, StorageError, open_store
 
     settings = _load_settings()
     logging.basicConfig(level=settings.log_level, format="%(levelname)s %(message)s", stream=sys.stderr)
     err = Console(stderr=True)
-    store = LocalStore()
+    store = open_store(settings, confine=False)
     try:
         uris = store.list(paths, recursive=recursive)
     except StorageError as exc:
@@ -141,7 +141,8 @@ def screen(
         err.print(f"[red]error:[/red] cannot load the detector: {exc}")
         raise typer.Exit(2) from exc
     upgrade(settings.database_url)
-    screener = Screener(settings, detector, get_sessionmaker(settings.database_url), store=store, overlay_dir=out)
+    screener = Screener(settings, detector, get_sessionmaker(settings.database_url), store=store,
+                        overlay_store=LocalStore(out) if out else None)
     outcomes = []
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err) as bar:
         task = bar.add_task("screening", total=len(uris))

@@ -15,6 +15,7 @@ the shipped checkpoint, whatever device is available.
 
 from __future__ import annotations
 
+import os
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -28,6 +29,7 @@ __all__ = [
     "ENV_PREFIX",
     "REDACTED",
     "Settings",
+    "export_process_variable",
     "format_validation_error",
     "get_settings",
     "is_sensitive_name",
@@ -332,9 +334,15 @@ class Settings(BaseSettings):
         default=None,
         description="S3 secret access key; unset means boto3's usual credential chain.",
     )
+    s3_max_attempts: int = Field(
+        default=5, ge=1, le=20,
+        description="Attempts per S3 request (boto3 standard retries: throttling, 5xx, dropped "
+        "connections) before the task itself retries later.",
+    )
     local_root: Path = Field(
         default=Path("."),
-        description="Folder that local (non-S3) image paths and outputs are resolved against.",
+        description="Folder that local (non-S3) paths are resolved against; thumbnails and "
+        "overlays go under it when no bucket is set, and workers read local files only inside it.",
     )
 
     # --- model ----------------------------------------------------------------------
@@ -361,6 +369,11 @@ class Settings(BaseSettings):
         default=100_000_000,
         gt=0,
         description="Largest image accepted, in pixels (width x height); bigger input is refused.",
+    )
+    max_image_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        gt=0,
+        description="Largest image file read, in bytes; bigger files are refused before download.",
     )
     log_level: LogLevel = Field(
         default="INFO", description="Logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL."
@@ -534,3 +547,13 @@ def format_validation_error(error: ValidationError) -> str:
 def get_settings() -> Settings:
     """The process-wide settings, read once. Tests: ``get_settings.cache_clear()``."""
     return Settings()
+
+
+def export_process_variable(name: str, value: str) -> None:
+    """Set ``name=value`` in this process's environment (inherited by its children).
+
+    The one place that writes the process environment, for libraries configured only
+    through it (prometheus_client's ``PROMETHEUS_MULTIPROC_DIR``). Settings are never
+    passed this way.
+    """
+    os.environ[name] = value

@@ -8,7 +8,6 @@ each aspect's best crop is outlined in its own colour with its aspect ratio writ
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -45,7 +44,9 @@ def render_overlay(
     return out
 
 
-def write_png(path: Path, rgb: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), rgb[..., ::-1]):
-        raise OSError(f"could not write {path}")
+def encode_png(rgb: np.ndarray) -> bytes:
+    """PNG bytes of an RGB image (fast compression: overlays are written once, viewed rarely)."""
+    ok, buf = cv2.imencode(".png", rgb[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise ValueError("could not encode the overlay as PNG")
+    return buf.tobytes()

@@ -5,7 +5,9 @@ regions and verdict -> crop-safe ROIs -> one transaction (screening + regions + 
 keyed by content hash and model version) -> optional overlay PNG.
 
 Every input ends as a recorded outcome: screened with a verdict, or failed with a reason.
-A bad file never stops the batch.
+A bad file never stops the batch. A store that is down (:class:`TransientStorageError`) is
+not the file's fault: it propagates, so the job queue retries the task instead of
+recording good images as failed.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import PurePosixPath
 
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,10 +29,31 @@ from qc_worker.detector.inference import Detector
 from qc_worker.detector.regions import analyse_regions
 from qc_worker.detector.roi import crop_safe_rois
 from qc_worker.images import ImageError, decode_image
-from qc_worker.overlay import render_overlay, write_png
-from qc_worker.storage import LocalStore, StorageError
+from qc_worker.overlay import encode_png, render_overlay
+from qc_worker.storage import LocalStore, Store, StorageError, TransientStorageError
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One image to screen and what the database should know about where it came from."""
+
+    uri: str
+    source_kind: str = "local"
+    title_id: int | None = None
+    video_id: int | None = None
+    job_id: int | None = None
+    timestamp_s: float | None = None
+    frame_index: int | None = None
+    vendor: str | None = None
+
+    def image_fields(self) -> dict:
+        return {
+            "source_kind": self.source_kind, "title_id": self.title_id, "video_id": self.video_id,
+            "job_id": self.job_id, "timestamp_s": self.timestamp_s, "frame_index": self.frame_index,
+            "vendor": self.vendor,
+        }
 
 
 @dataclass
@@ -49,6 +72,7 @@ class Outcome:
     regions: list[dict] = field(default_factory=list)
     overlay: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    image_id: int | None = None
 
     def best_crop(self, aspect: str = "16:9") -> dict | None:
         return next((r for r in self.rois if r["aspect"] == aspect), None)
@@ -58,13 +82,13 @@ class Outcome:
             "uri": self.uri, "status": self.status, "verdict": self.verdict, "score": self.score,
             "reason": self.reason, "sha256": self.sha256, "size": list(self.size) if self.size else None,
             "worst_region": self.worst_region, "regions": self.regions, "rois": self.rois, "overlay": self.overlay,
-            "timings": self.timings,
+            "timings": self.timings, "image_id": self.image_id,
         }
 
 
 @dataclass
 class _Decoded:
-    uri: str
+    source: Source
     sha256: str
     rgb: np.ndarray
     seconds: float
@@ -79,15 +103,17 @@ class Screener:
         detector: Detector,
         sessions: sessionmaker[Session],
         *,
-        store: LocalStore | None = None,
-        overlay_dir: Path | None = None,
+        store: Store | None = None,
+        overlay_store: Store | None = None,
+        overlay_prefix: str = "",
         source_kind: str = "local",
     ) -> None:
         self.settings = settings
         self.detector = detector
         self.sessions = sessions
         self.store = store or LocalStore()
-        self.overlay_dir = overlay_dir
+        self.overlay_store = overlay_store
+        self.overlay_prefix = overlay_prefix
         self.source_kind = source_kind
         meta = detector.meta
         self.threshold = float(meta.thresholds.get("pixel", 0.5))
@@ -97,53 +123,64 @@ class Screener:
                 metrics=meta.metrics, thresholds=meta.thresholds,
             )
             self.model_version_id = mv.id
+            self.model_checksum = meta.checksum
 
-    def screen(self, uris: Iterable[str], progress: Callable[[Outcome], None] | None = None) -> Iterator[Outcome]:
-        """Outcomes in input order, a batch at a time (``Settings.batch_size`` per forward pass)."""
-        batch: list[str] = []
-        for uri in uris:
-            batch.append(uri)
+    def screen(
+        self, sources: Iterable[str | Source], progress: Callable[[Outcome], None] | None = None
+    ) -> Iterator[Outcome]:
+        """Outcomes in input order, a batch at a time (``Settings.batch_size`` per forward pass).
+
+        Plain strings are sources of this screener's ``source_kind``.
+        """
+        batch: list[Source] = []
+        for item in sources:
+            batch.append(item if isinstance(item, Source) else Source(item, self.source_kind))
             if len(batch) == self.settings.batch_size:
                 yield from self._screen_batch(batch, progress)
                 batch = []
         if batch:
             yield from self._screen_batch(batch, progress)
 
-    def _screen_batch(self, uris: list[str], progress: Callable[[Outcome], None] | None) -> Iterator[Outcome]:
+    def _screen_batch(self, sources: list[Source], progress: Callable[[Outcome], None] | None) -> Iterator[Outcome]:
         decoded: list[_Decoded] = []
-        outcomes: dict[str, Outcome] = {}
-        for uri in uris:
-            item = self._decode(uri)
+        outcomes: dict[int, Outcome] = {}
+        at: dict[int, int] = {}
+        for i, src in enumerate(sources):
+            item = self._decode(src)
             if isinstance(item, Outcome):
-                outcomes[uri] = item
+                outcomes[i] = item
             else:
+                at[len(decoded)] = i
                 decoded.append(item)
         t0 = time.perf_counter()
         preds = self.detector.predict([d.rgb for d in decoded]) if decoded else []
         detect_s = (time.perf_counter() - t0) / max(len(decoded), 1)
-        for d, pred in zip(decoded, preds, strict=True):
-            outcomes[d.uri] = self._finish(d, pred.probability, pred.intensity, {"decode": d.seconds, "detect": detect_s})
-        for uri in uris:
+        for j, (d, pred) in enumerate(zip(decoded, preds, strict=True)):
+            outcomes[at[j]] = self._finish(d, pred.probability, pred.intensity, {"decode": d.seconds, "detect": detect_s})
+        for i in range(len(sources)):
             if progress:
-                progress(outcomes[uri])
-            yield outcomes[uri]
+                progress(outcomes[i])
+            yield outcomes[i]
 
-    def _decode(self, uri: str) -> _Decoded | Outcome:
+    def _decode(self, src: Source) -> _Decoded | Outcome:
         t0 = time.perf_counter()
         sha = None
         try:
-            data = self.store.read(uri)
+            data = self.store.read(src.uri, self.settings.max_image_bytes)
             sha = hashlib.sha256(data).hexdigest()
             rgb = decode_image(data, self.settings.max_image_pixels)
+        except TransientStorageError:
+            raise
         except (StorageError, ImageError) as exc:
-            return self._fail(uri, str(exc), sha)
-        return _Decoded(uri, sha, rgb, time.perf_counter() - t0)
+            return self._fail(src, str(exc), sha)
+        return _Decoded(src, sha, rgb, time.perf_counter() - t0)
 
-    def _fail(self, uri: str, reason: str, sha: str | None) -> Outcome:
-        log.warning("failed %s: %s", uri, reason)
+    def _fail(self, src: Source, reason: str, sha: str | None) -> Outcome:
+        log.warning("failed %s: %s", src.uri, reason)
         with self.sessions.begin() as s:
-            record_image_failure(s, uri, reason, sha, source_kind=self.source_kind)
-        return Outcome(uri, "failed", reason=reason, sha256=sha)
+            image = record_image_failure(s, src.uri, reason, sha, **src.image_fields())
+            image_id = image.id
+        return Outcome(src.uri, "failed", reason=reason, sha256=sha, image_id=image_id)
 
     def _finish(self, d: _Decoded, prob: np.ndarray, inten: np.ndarray, timings: dict[str, float]) -> Outcome:
         s = self.settings
@@ -156,21 +193,22 @@ class Screener:
         regions = [r.to_dict() for r in report.regions]
         roi_dicts = [r.to_dict() for r in rois]
         overlay = None
-        if self.overlay_dir is not None:
+        if self.overlay_store is not None:
             t1 = time.perf_counter()
-            path = self.overlay_dir / f"{Path(d.uri).stem}-{d.sha256[:10]}.png"
-            write_png(path, render_overlay(d.rgb, prob, regions, roi_dicts))
-            overlay = str(path)
+            name = f"{self.overlay_prefix}{PurePosixPath(d.source.uri).stem}-{d.sha256[:10]}.png"
+            png = encode_png(render_overlay(d.rgb, prob, regions, roi_dicts))
+            overlay = self.overlay_store.write(name, png, "image/png")
             timings["overlay"] = time.perf_counter() - t1
         h, w = d.rgb.shape[:2]
         scores = {"score": report.score, "blurred_fraction": report.blurred_fraction,
                   "max_probability": float(prob.max()), "threshold": self.threshold, "reasons": list(report.reasons)}
         t2 = time.perf_counter()
         with self.sessions.begin() as session:
-            image = upsert_image(session, d.uri, d.sha256, w, h, self.source_kind)
-            save_screening(session, image.id, self.model_version_id, report.verdict, scores, timings,
-                           regions=regions, rois=roi_dicts, overlay_uri=overlay)
+            image = upsert_image(session, d.source.uri, d.sha256, w, h, **d.source.image_fields())
+            image_id = image.id
+            save_screening(session, image_id, self.model_version_id, report.verdict, scores, timings,
+                           regions=regions, rois=roi_dicts, job_id=d.source.job_id, overlay_uri=overlay)
         timings["store"] = time.perf_counter() - t2
         worst = report.worst_region.to_dict() if report.worst_region else None
-        return Outcome(d.uri, "screened", report.verdict, float(report.score), None, d.sha256, (w, h),
-                       worst, roi_dicts, regions, overlay, timings)
+        return Outcome(d.source.uri, "screened", report.verdict, float(report.score), None, d.sha256, (w, h),
+                       worst, roi_dicts, regions, overlay, timings, image_id)

@@ -71,3 +71,92 @@ def pg_databases(pg_admin: Engine) -> Iterator[tuple[Callable[[], str], Callable
     for name in list(made):
         with pg_admin.connect() as connection:
             connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# --- S3: moto's real HTTP server on loopback ------------------------------------------------
+S3_ACCESS_KEY = "qc-test-access-key"
+S3_SECRET_KEY = "qc-test-secret-key-never-logged"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class S3Endpoint:
+    """moto's S3 server in a thread of the test process, stoppable and restartable on the
+    same port (its objects live in this process, so they survive a restart)."""
+
+    def __init__(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._factory = lambda: ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server = None
+
+    def start(self) -> None:
+        self._server = self._factory()
+        self._server.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def client(self):
+        import boto3
+
+        return boto3.client(
+            "s3", endpoint_url=self.url, region_name="us-east-1",
+            aws_access_key_id=S3_ACCESS_KEY, aws_secret_access_key=S3_SECRET_KEY,
+        )
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[S3Endpoint]:
+    endpoint = S3Endpoint()
+    endpoint.start()
+    yield endpoint
+    endpoint.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: S3Endpoint) -> Iterator[str]:
+    """A fresh, uniquely named bucket, emptied and deleted afterwards."""
+    name = f"qc-test-{uuid.uuid4().hex[:16]}"
+    client = s3_endpoint.client()
+    client.create_bucket(Bucket=name)
+    yield name
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+        for obj in page.get("Contents", []):
+            client.delete_object(Bucket=name, Key=obj["Key"])
+    client.delete_bucket(Bucket=name)
+
+
+# --- Redis: the real server, one unique key prefix per test -----------------------------------
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A unique key prefix; every key under it is deleted afterwards. Fails (never skips)
+    when Redis does not answer."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis.ConnectionError as exc:
+        pytest.fail(f"Redis does not answer at {REDIS_URL}: {exc}. Start it "
+                    "(infra/ci/ensure-services.sh does) and run the tests again.", pytrace=False)
+    prefix = f"qc-test-{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()

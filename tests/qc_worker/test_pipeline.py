@@ -25,6 +25,7 @@ from qc_worker.detector.checkpoint import save_checkpoint
 from qc_worker.detector.inference import Detector
 from qc_worker.detector.model import BlurDetector, ModelConfig
 from qc_worker.pipeline import Screener
+from qc_worker.storage import LocalStore
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "images"
 TINY = ModelConfig(encoder="resnet18", decoder_channels=(32, 16, 16, 8, 8))
@@ -70,7 +71,8 @@ def _screen(url: str, checkpoint: Path, folder: Path, overlays: Path | None = No
     settings = Settings(_env_file=None, database_url=url, max_image_pixels=50_000_000, batch_size=4)
     upgrade(url)
     engine = make_engine(url)
-    screener = Screener(settings, Detector.load(checkpoint, device="cpu"), make_sessionmaker(engine), overlay_dir=overlays)
+    screener = Screener(settings, Detector.load(checkpoint, device="cpu"), make_sessionmaker(engine),
+                        overlay_store=LocalStore(overlays) if overlays else None)
     uris = sorted(str(p) for p in folder.iterdir())
     return {Path(o.uri).name: o for o in screener.screen(uris)}, engine
 
