@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import json
 import os
 import re
 import shutil
@@ -412,4 +411,3 @@ def test_report_renders_in_headless_chromium(sqlite_db, tmp_path):
         # One image-sized block of it, not scattered specks.
         assert xs.max() - xs.min() >= 400 and ys.max() - ys.min() >= 200, name
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50  # text, badges: not a blank page
-    (tmp_path / "rendered.json").write_text(json.dumps({"loaded": m.group(0)}))
