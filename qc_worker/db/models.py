@@ -446,6 +446,15 @@ class Screening(Base):
         Index("ix_screenings_model_version_id_verdict", "model_version_id", "verdict"),
         Index("ix_screenings_job_id", "job_id"),
         Index("ix_screenings_created_at", "created_at"),
+        # for the analyst views (migration 0003, docs/sql.md): screened-at ranges, and one
+        # model version's (image, verdict) pairs read from the index alone
+        Index("ix_screenings_updated_at", "updated_at"),
+        Index(
+            "ix_screenings_model_version_id_image_id_verdict",
+            "model_version_id",
+            "image_id",
+            "verdict",
+        ),
     )
 
     def __repr__(self) -> str:

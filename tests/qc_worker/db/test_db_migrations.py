@@ -21,14 +21,32 @@ from .conftest import TABLES
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 #: Every revision, oldest first; a new migration appends its id here.
-REVISIONS = ["0001", "0002"]
+REVISIONS = ["0001", "0002", "0003"]
 HEAD = REVISIONS[-1]
+#: The analyst views (revision 0003, docs/sql.md), on SQLite and PostgreSQL alike.
+VIEWS = {
+    "analyst_rejected_frames",
+    "analyst_title_summary",
+    "analyst_title_thumbnails",
+    "analyst_vendor_weekly",
+    "analyst_verdict_changes",
+}
 
 
 def _tables(url: str) -> set[str]:
     engine = make_engine(url, poolclass=NullPool)
     try:
         return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def _relations(url: str) -> set[str]:
+    """Tables and views."""
+    engine = make_engine(url, poolclass=NullPool)
+    try:
+        inspector = inspect(engine)
+        return set(inspector.get_table_names()) | set(inspector.get_view_names())
     finally:
         engine.dispose()
 
@@ -48,10 +66,11 @@ def test_db_upgrade_downgrade_upgrade(empty_db_url: str, tmp_path: Path, monkeyp
     migrate.upgrade(url)
     assert migrate.current(url) == HEAD
     assert _tables(url) == {*TABLES, "alembic_version"}
+    assert _relations(url) == {*TABLES, *VIEWS, "alembic_version"}
 
     migrate.downgrade(url, "base")
     assert migrate.current(url) is None
-    assert _tables(url) - {"alembic_version"} == set()
+    assert _relations(url) - {"alembic_version"} == set()
 
     migrate.upgrade(url, "head")
     assert migrate.current(url) == HEAD
@@ -60,7 +79,7 @@ def test_db_upgrade_downgrade_upgrade(empty_db_url: str, tmp_path: Path, monkeyp
     # The default downgrade goes one revision back.
     migrate.downgrade(url)
     assert migrate.current(url) == REVISIONS[-2]
-    assert _tables(url) < {*TABLES, "alembic_version"}
+    assert _relations(url) < {*TABLES, *VIEWS, "alembic_version"}
 
 
 def test_db_migrated_schema_matches_the_models(db_url: str) -> None:
