@@ -540,18 +540,18 @@ def test_db_role_creation_survives_a_concurrent_migration(pg_admin: Engine) -> N
     assert f"CREATE ROLE {name} NOLOGIN" in block
     engine = create_engine(pg_admin.url, poolclass=NullPool)
     errors: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            with engine.begin() as connection:
+                connection.exec_driver_sql(block)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=second)
     try:
         with engine.connect() as first:
             first.exec_driver_sql(block)  # inside an open transaction, not committed
-
-            def second() -> None:
-                try:
-                    with engine.begin() as connection:
-                        connection.exec_driver_sql(block)
-                except BaseException as exc:  # noqa: BLE001 - reported below
-                    errors.append(exc)
-
-            thread = threading.Thread(target=second)
             thread.start()
             deadline = time.monotonic() + 30
             with pg_admin.connect() as watcher:
@@ -569,6 +569,8 @@ def test_db_role_creation_survives_a_concurrent_migration(pg_admin: Engine) -> N
         with engine.begin() as connection:
             connection.exec_driver_sql(block)  # and once more, the role long there
     finally:
+        if thread.ident is not None:
+            thread.join(30)  # it may still create the role after a failure above
         with pg_admin.connect() as connection:
             connection.exec_driver_sql(f"DROP ROLE IF EXISTS {name}")
         engine.dispose()
