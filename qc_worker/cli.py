@@ -1,6 +1,8 @@
-"""The ``qc`` command line: ``qc screen``, ``qc db``, ``qc config``.
+"""The ``qc`` command line.
 
-Enqueueing, rescans and workers arrive with the job queue.
+``qc screen`` runs in-process with no servers; ``qc enqueue``, ``qc rescan``, ``qc jobs``,
+``qc worker`` and ``qc beat`` drive the job queue (Redis + PostgreSQL + S3); ``qc db``
+migrates; ``qc config`` shows the effective settings.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ import csv
 import io
 import json
 import logging
+import os
 import sys
+from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -182,6 +186,204 @@ def _print_outcomes(outcomes: list, fmt: Format) -> None:
     for r in rows:
         table.add_row(escape(Path(r[0]).name), f"[{colour[r[1]]}]{r[1]}[/]", *(escape(x) for x in r[2:]))
     Console().print(table)
+
+
+# --- the job queue ------------------------------------------------------------------------
+enqueue_app = typer.Typer(help="Queue work for the workers: catalog titles, vendor submissions.", no_args_is_help=True)
+app.add_typer(enqueue_app, name="enqueue")
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    Console(stderr=True).print(f"[red]error:[/red] {escape(message)}")
+    return typer.Exit(code)
+
+
+def _queue_jobs(settings: Settings, jobs_to_send: list[tuple[int, str]]) -> None:
+    """Send one task per new job; a job whose task cannot be queued is marked failed with
+    the reason (its row says so; nothing waits forever for a message that never left)."""
+    from qc_worker import jobs
+    from qc_worker.celery_app import make_celery
+    from qc_worker.db.engine import get_sessionmaker
+
+    celery = make_celery(settings)
+    sessions = get_sessionmaker(settings.database_url)
+    try:
+        for job_id, task in jobs_to_send:
+            celery.send_task(task, args=[job_id], retry=True, retry_policy={"max_retries": 3, "interval_start": 0.5})
+    except Exception as exc:  # kombu raises several types for an unreachable broker
+        sent = [j for j, _ in jobs_to_send[: jobs_to_send.index((job_id, task))]]
+        with sessions.begin() as s:
+            for j, _ in jobs_to_send:
+                if j not in sent:
+                    jobs.fail_job(s, j, f"could not queue the job: {type(exc).__name__}: {exc}")
+        raise _fail(f"cannot reach the job queue at {settings.redacted()['redis_url']}: {exc}; "
+                    f"{len(jobs_to_send) - len(sent)} job(s) marked failed", 1) from exc
+    finally:
+        celery.close()
+
+
+def _require_schema(settings: Settings) -> None:
+    from qc_worker.db.migrate import current, head
+
+    try:
+        revision = current(settings.database_url)
+    except Exception as exc:
+        raise _fail(f"cannot reach the database {settings.redacted()['database_url']}: {exc}", 1) from exc
+    if revision != head():
+        raise _fail(f"the database is at revision {revision or 'none'}, not {head()}: run `qc db upgrade` first")
+
+
+@enqueue_app.command("titles")
+def enqueue_titles(
+    catalog: Annotated[Path, typer.Argument(help="CSV with a header: title_id,name,video_uri (video: path or s3:// URI).")],
+) -> None:
+    """One frame-extraction job per title: sample the video, screen the candidate thumbnails."""
+    from qc_worker import jobs
+    from qc_worker.catalog import CatalogError, parse_catalog
+    from qc_worker.db.engine import get_sessionmaker
+    from qc_worker.db.models import JobKind
+
+    settings = _load_settings()
+    try:
+        rows, problems = parse_catalog(catalog.read_bytes())
+    except OSError as exc:
+        raise _fail(f"cannot read {catalog}: {exc.strerror or exc}") from exc
+    except CatalogError as exc:
+        raise _fail(f"{catalog}: {exc}") from exc
+    err = Console(stderr=True)
+    for problem in problems:
+        err.print(f"[yellow]skipped[/yellow] {escape(str(catalog))} {escape(problem)}")
+    if not rows:
+        raise _fail(f"{catalog}: no valid rows to enqueue")
+    _require_schema(settings)
+    created: list[tuple[int, str]] = []
+    with get_sessionmaker(settings.database_url).begin() as s:
+        for row in rows:
+            title = jobs.upsert_title(s, row.title_id, row.name)
+            job = jobs.create_job(s, JobKind.FRAMES, {"video_uri": row.video_uri, "catalog_line": row.line},
+                                  title_id=title.id)
+            created.append((job.id, "qc.extract_frames"))
+    _queue_jobs(settings, created)
+    typer.echo(f"queued {len(created)} title job(s): {', '.join(str(j) for j, _ in created)}"
+               + (f"; skipped {len(problems)} bad row(s)" if problems else ""))
+
+
+@enqueue_app.command("submission")
+def enqueue_submission(
+    uris: Annotated[list[str], typer.Argument(help="Image files, folders, s3://bucket/key or s3://bucket/prefix/.")],
+    vendor: Annotated[str, typer.Option("--vendor", help="Who submitted the artwork.")],
+) -> None:
+    """One vendor job screening every image named (prefixes and folders are listed by the worker)."""
+    from qc_worker import jobs
+    from qc_worker.db.engine import get_sessionmaker
+    from qc_worker.db.models import JobKind
+
+    settings = _load_settings()
+    if not vendor.strip():
+        raise _fail("--vendor must not be empty")
+    _require_schema(settings)
+    with get_sessionmaker(settings.database_url).begin() as s:
+        job_id = jobs.create_job(s, JobKind.VENDOR, {"uris": list(uris), "vendor": vendor.strip()}).id
+    _queue_jobs(settings, [(job_id, "qc.screen_submission")])
+    typer.echo(f"queued vendor job {job_id} ({len(uris)} source(s) from {vendor.strip()})")
+
+
+@app.command()
+def rescan(
+    since: Annotated[Optional[datetime], typer.Option("--since", help="Only images first recorded at or after this date/time (UTC).")] = None,
+    model: Annotated[Optional[Path], typer.Option("--model", help="Checkpoint whose version must screen (default: QC_MODEL_PATH or the shipped one).")] = None,
+    max_age_days: Annotated[Optional[int], typer.Option("--max-age-days", min=1, help="Also re-screen screenings older than this.")] = None,
+) -> None:
+    """Re-screen every image the model has not screened, in chunks on the low-priority rescan queue."""
+    from qc_worker.db.engine import get_sessionmaker
+    from qc_worker.detector.checkpoint import CheckpointError, read_meta
+    from qc_worker.detector.inference import SHIPPED_CHECKPOINT
+    from qc_worker.flows import create_rescan_job
+
+    settings = _load_settings()
+    path = model or settings.model_path or SHIPPED_CHECKPOINT
+    try:
+        checksum = read_meta(path).checksum
+    except (CheckpointError, OSError) as exc:
+        raise _fail(f"cannot read the model {path}: {exc}") from exc
+    _require_schema(settings)
+    when = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
+    job_id = create_rescan_job(get_sessionmaker(settings.database_url), checksum, since=when,
+                               max_age_days=max_age_days or settings.rescan_max_age_days)
+    _queue_jobs(settings, [(job_id, "qc.plan_rescan")])
+    typer.echo(f"queued rescan job {job_id} for model {checksum[:12]}")
+
+
+@app.command("jobs")
+def jobs_command(
+    job_id: Annotated[Optional[int], typer.Argument(help="One job's details (default: the latest jobs).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="How many recent jobs to list.")] = 50,
+) -> None:
+    """Status and counts of jobs: queued, running, done, failed or partially failed."""
+    from qc_worker.db.engine import get_sessionmaker
+    from qc_worker.jobs import job_summary
+
+    settings = _load_settings()
+    _require_schema(settings)
+    with get_sessionmaker(settings.database_url).begin() as s:
+        rows = job_summary(s, job_id, limit)
+    if job_id is not None and not rows:
+        raise _fail(f"no job {job_id}")
+    if as_json:
+        typer.echo(json.dumps(rows if job_id is None else rows[0], indent=2))
+        return
+    table = Table(title="Jobs")
+    for h in ("id", "kind", "status", "screened", "failed", "pending", "total", "error"):
+        table.add_column(h, overflow="fold")
+    for r in rows:
+        table.add_row(*(escape(str(r[k] if r[k] is not None else "")) for k in
+                        ("id", "kind", "status", "screened", "failed", "pending", "total", "error")))
+    Console().print(table)
+    if job_id is not None and rows[0]["failures"]:
+        for f in rows[0]["failures"]:
+            typer.echo(f"failed {f['uri']}: {f['reason']}")
+
+
+@app.command()
+def worker(
+    queues: Annotated[str, typer.Option("--queues", "-Q", help="Queues to serve, highest priority first.")] = "frames,vendor,screen,rescan",
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Worker processes (1 per GPU).")] = 1,
+    pool: Annotated[str, typer.Option("--pool", help="prefork (default), solo or threads.")] = "prefork",
+) -> None:
+    """A Celery worker: loads the model once per process and serves the queues in order."""
+    from qc_worker.celery_app import QUEUES
+
+    settings = _load_settings()
+    wanted = [q.strip() for q in queues.split(",") if q.strip()]
+    unknown = [q for q in wanted if q not in QUEUES]
+    if unknown or not wanted:
+        raise _fail(f"unknown queue(s) {unknown or queues!r}; choose from {', '.join(QUEUES)}")
+    if pool not in ("prefork", "solo", "threads"):
+        raise _fail(f"unknown pool {pool!r}; choose prefork, solo or threads")
+    import tempfile
+
+    from qc_worker import metrics
+    from qc_worker.tasks import app as celery
+
+    if settings.metrics_port is not None:
+        # Before the pool forks: children then write their metrics where the parent serves them.
+        metrics.prepare_multiprocess(Path(tempfile.mkdtemp(prefix="qc-metrics-")))
+        metrics.start_metrics_server(settings)
+    celery.worker_main([
+        "worker", f"--queues={','.join(wanted)}", f"--concurrency={concurrency}", f"--pool={pool}",
+        f"--loglevel={settings.log_level}", "--without-gossip", "--without-mingle",
+        f"--hostname=qc-{os.getpid()}@%h",
+    ])
+
+
+@app.command()
+def beat() -> None:
+    """Celery beat: queues the nightly rescan at QC_RESCAN_AT (UTC)."""
+    settings = _load_settings()
+    from qc_worker.tasks import app as celery
+
+    celery.start(["beat", f"--schedule={settings.beat_schedule_path}", f"--loglevel={settings.log_level}"])
 
 
 db_app = typer.Typer(help="Database schema: upgrade, downgrade, current revision.", no_args_is_help=True)

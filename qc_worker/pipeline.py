@@ -40,7 +40,7 @@ class Source:
     """One image to screen and what the database should know about where it came from."""
 
     uri: str
-    source_kind: str = "local"
+    source_kind: str | None = "local"  # None keeps what the image row already says
     title_id: int | None = None
     video_id: int | None = None
     job_id: int | None = None

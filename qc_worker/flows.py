@@ -1,0 +1,268 @@
+"""The job flows the queue runs: a title's frames, a vendor submission, a rescan, a chunk.
+
+Written without Celery: each flow takes a :class:`WorkerContext` and a ``dispatch``
+callable that queues follow-up work, so the Celery tasks stay thin wrappers (retry policy
+only) and every flow is safe to run twice:
+
+* items are keyed by (job, URI) and inserted with ON CONFLICT DO NOTHING;
+* thumbnails go to deterministic keys, so a rerun overwrites the same objects with the
+  same bytes and finds the same image rows;
+* a chunk screens only items still ``pending``; screenings are upserts per (image, model);
+* :func:`qc_worker.jobs.finalise_job` recounts from the rows.
+
+Errors: :class:`~qc_worker.storage.TransientStorageError`, database connection errors and
+:class:`ModelMismatch` propagate for the task to retry; everything that is the input's
+fault (a video that does not decode, a missing key) is recorded and the flow goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from qc_worker import jobs
+from qc_worker.config import Settings
+from qc_worker.db.models import Job, JobKind, JobStatus
+from qc_worker.frames import FrameSampler, VideoError, encode_thumbnail, probe
+from qc_worker.logs import log_context
+from qc_worker.pipeline import Outcome, Screener
+from qc_worker.storage import RoutingStore, StorageError, TransientStorageError
+
+log = logging.getLogger(__name__)
+
+#: ``dispatch(task_name, args, queue)`` queues follow-up work.
+Dispatch = Callable[[str, list, str], None]
+
+
+class ModelMismatch(Exception):
+    """A rescan job was made for another model than this worker runs (mid roll-out)."""
+
+
+@dataclass
+class WorkerContext:
+    """What a worker process holds for its whole life: settings, database, store, model."""
+
+    settings: Settings
+    sessions: sessionmaker[Session]
+    store: RoutingStore
+    on_outcome: Callable[[Outcome], None] | None = None
+    _screener: Screener | None = field(default=None, repr=False)
+
+    @property
+    def screener(self) -> Screener:
+        """The detector, loaded once per process on first use (or at worker start)."""
+        if self._screener is None:
+            from qc_worker.detector.inference import Detector
+
+            s = self.settings
+            detector = Detector.load(s.model_path, device=s.device, precision=s.precision)
+            self._screener = Screener(
+                s, detector, self.sessions, store=self.store,
+                overlay_store=self.store if s.write_overlays else None,
+                overlay_prefix=f"overlays/{detector.meta.checksum[:12]}/",
+            )
+            log.info("detector loaded: model version %s", self._screener.model_version_id)
+        return self._screener
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def thumbnail_key(external_id: str, video_sha256: str, frame_index: int) -> str:
+    """Where a frame's thumbnail lives: the same frame of the same video, the same key."""
+    return f"thumbnails/{_UNSAFE.sub('_', external_id)[:120]}/{video_sha256[:16]}/{frame_index:07d}.jpg"
+
+
+def _dispatch_pending(ctx: WorkerContext, job_id: int, queue: str, dispatch: Dispatch) -> int:
+    with ctx.sessions.begin() as s:
+        pending = jobs.pending_item_ids(s, job_id)
+    for chunk in jobs.chunks(pending, ctx.settings.screen_chunk_size):
+        dispatch("qc.screen_chunk", [job_id, chunk], queue)
+    if not pending:
+        with ctx.sessions.begin() as s:
+            jobs.finalise_job(s, job_id)
+    return len(pending)
+
+
+def _start(ctx: WorkerContext, job_id: int) -> tuple[bool, dict] | None:
+    """Mark the job running; ``(already planned, payload)``, or None when it has ended or is gone."""
+    with ctx.sessions.begin() as s:
+        job = jobs.start_job(s, job_id)
+        if job is None:
+            log.warning("job %s does not exist; nothing to do", job_id)
+            return None
+        if job.status in jobs.FINAL:
+            return None
+        return bool(job.payload.get("planned")), dict(job.payload)
+
+
+def run_frames_job(ctx: WorkerContext, job_id: int, dispatch: Dispatch) -> None:
+    """Video -> thumbnails in the store -> items -> screening chunks on the ``screen`` queue."""
+    started = _start(ctx, job_id)
+    if started is None:
+        return
+    planned, payload = started
+    if not planned:
+        try:
+            _extract(ctx, job_id, payload)
+        except (VideoError, StorageError) as exc:
+            if isinstance(exc, TransientStorageError):
+                raise
+            log.warning("job %s: %s", job_id, exc)
+            with ctx.sessions.begin() as s:
+                jobs.fail_job(s, job_id, f"{payload.get('video_uri')}: {exc}")
+            return
+    _dispatch_pending(ctx, job_id, "screen", dispatch)
+
+
+def _extract(ctx: WorkerContext, job_id: int, payload: dict) -> None:
+    uri = payload["video_uri"]
+    config = ctx.settings.frames
+    with tempfile.TemporaryDirectory(prefix="qc-video-") as tmp:
+        local = Path(tmp) / "video"
+        ctx.store.download(uri, local)
+        digest = hashlib.sha256()
+        with local.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+        video_sha = digest.hexdigest()
+        info = probe(local)
+        with ctx.sessions.begin() as s:
+            job = s.get(Job, job_id)
+            video = jobs.upsert_video(s, uri, job.title_id, sha256=video_sha, fps=info.fps,
+                                      duration_s=info.duration_s, width=info.width, height=info.height)
+            job.video_id = video.id
+            external_id = job.title.external_id if job.title else f"job-{job_id}"
+        sampler = FrameSampler(config)
+        items = []
+        for frame in sampler.sample(local, info):
+            key = thumbnail_key(external_id, video_sha, frame.index)
+            thumb = ctx.store.write(key, encode_thumbnail(frame.rgb, config), "image/jpeg")
+            items.append({"uri": thumb, "timestamp_s": round(frame.timestamp_s, 3), "frame_index": frame.index})
+    stats = sampler.stats.as_dict()
+    log.info("job %s: %d candidate frames from %s (%s)", job_id, len(items), uri, stats)
+    if not items:
+        raise VideoError(
+            f"no usable frames ({stats['decoded']} decoded: {stats['black']} black, {stats['flat']} flat)"
+        )
+    with ctx.sessions.begin() as s:
+        jobs.add_items(s, job_id, items)
+        jobs.mark_planned(s, job_id, sampling=stats)
+
+
+def run_submission_job(ctx: WorkerContext, job_id: int, dispatch: Dispatch) -> None:
+    """A vendor's files or ``s3://`` prefix -> items -> screening chunks. A URI that cannot
+    be listed (missing file, path outside the roots) becomes a failed item with its reason."""
+    started = _start(ctx, job_id)
+    if started is None:
+        return
+    planned, payload = started
+    if not planned:
+        items = []
+        for uri in payload.get("uris", []):
+            try:
+                found = ctx.store.list([uri], recursive=True)
+            except TransientStorageError:
+                raise
+            except StorageError as exc:
+                items.append({"uri": uri, "status": "failed", "reason": str(exc)})
+                continue
+            if not found:
+                items.append({"uri": uri, "status": "failed", "reason": "no images found under this prefix"})
+            items += [{"uri": u} for u in found]
+        with ctx.sessions.begin() as s:
+            jobs.add_items(s, job_id, items)
+            jobs.mark_planned(s, job_id)
+    _dispatch_pending(ctx, job_id, "screen", dispatch)
+
+
+def run_rescan_plan(ctx: WorkerContext, job_id: int, dispatch: Dispatch) -> None:
+    """Items = images the job's model has not screened (or screened too long ago); chunks go
+    to the ``rescan`` queue, which workers serve only when nothing else waits."""
+    started = _start(ctx, job_id)
+    if started is None:
+        return
+    planned, payload = started
+    screener = ctx.screener
+    _check_model(screener, payload)
+    if not planned:
+        since = datetime.fromisoformat(payload["since"]) if payload.get("since") else None
+        with ctx.sessions.begin() as s:
+            uris = jobs.rescan_candidates(s, screener.model_version_id, since=since,
+                                          max_age_days=payload.get("max_age_days"))
+            jobs.add_items(s, job_id, [{"uri": u} for u in uris])
+            jobs.mark_planned(s, job_id, model_version_id=screener.model_version_id)
+    _dispatch_pending(ctx, job_id, "rescan", dispatch)
+
+
+def create_rescan_job(
+    sessions: sessionmaker[Session], model_checksum: str | None, *, since: datetime | None = None,
+    max_age_days: int | None = None,
+) -> int:
+    payload = {"model_checksum": model_checksum, "since": since.isoformat() if since else None,
+               "max_age_days": max_age_days}
+    with sessions.begin() as s:
+        return jobs.create_job(s, JobKind.RESCAN, payload).id
+
+
+def _check_model(screener: Screener, payload: dict) -> None:
+    wanted = payload.get("model_checksum")
+    if wanted and wanted != screener.model_checksum:
+        raise ModelMismatch(
+            f"job is for model {wanted[:12]}, this worker runs {screener.model_checksum[:12]}"
+        )
+
+
+def run_screen_chunk(ctx: WorkerContext, job_id: int, item_ids: Sequence[int]) -> JobStatus | None:
+    """Screen the chunk's pending items, recording each batch's outcomes as it finishes,
+    then settle the job. Already-finished items are skipped, so a redelivered chunk only
+    does what is left."""
+    with ctx.sessions.begin() as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            log.warning("job %s does not exist; dropping its chunk", job_id)
+            return None
+        pairs = jobs.sources_for(s, job, item_ids)
+        payload = dict(job.payload)
+        kind = job.kind
+    if pairs:
+        screener = ctx.screener
+        if kind == JobKind.RESCAN:
+            _check_model(screener, payload)
+        ids = [item_id for item_id, _ in pairs]
+        done: list[tuple[int, Outcome]] = []
+        for outcome in screener.screen([src for _, src in pairs]):
+            done.append((ids[len(done)], outcome))
+            if ctx.on_outcome:
+                ctx.on_outcome(outcome)
+            with log_context(image_id=outcome.image_id):
+                log.info("%s %s%s", outcome.uri, outcome.verdict or "failed",
+                         f": {outcome.reason}" if outcome.reason else "")
+            if len(done) % ctx.settings.batch_size == 0:
+                with ctx.sessions.begin() as s:
+                    jobs.record_outcomes(s, done[-ctx.settings.batch_size:])
+        tail = len(done) % ctx.settings.batch_size
+        if tail:
+            with ctx.sessions.begin() as s:
+                jobs.record_outcomes(s, done[-tail:])
+    with ctx.sessions.begin() as s:
+        return jobs.finalise_job(s, job_id)
+
+
+def give_up(ctx: WorkerContext, job_id: int, item_ids: Sequence[int] | None, reason: str) -> None:
+    """After the last retry: fail the chunk's pending items (or the whole job) with the
+    reason, so the job ends instead of waiting forever."""
+    with ctx.sessions.begin() as s:
+        if item_ids is None:
+            jobs.fail_job(s, job_id, reason)
+        else:
+            jobs.fail_items(s, item_ids, reason)
+            jobs.finalise_job(s, job_id)

@@ -1,0 +1,178 @@
+"""The job queue end to end: real Redis, PostgreSQL, moto's S3 server and `qc worker` processes.
+
+What the issue asks, each as a test: a title's video is sampled, uploaded, screened and the
+job ends done with the blurred segment rejected and the sharp ones passed; a vendor job with
+a corrupt file ends partially failed with the reason recorded; a rescan after a new model
+version re-screens every image exactly once (and yields to other queues); the same job run
+twice, or its message delivered twice, leaves no duplicate rows.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from sqlalchemy import func, select
+
+from qc_worker.celery_app import make_celery
+from qc_worker.db.migrate import upgrade
+from qc_worker.db.models import Image, Job, JobItem, JobStatus, ModelVersion, Screening
+from qc_worker.detector.checkpoint import save_checkpoint
+from qc_worker.detector.model import BlurDetector, ModelConfig
+from tests.qc_worker.videos import PORTRAITS, SAMPLES, make_title_video, segment_kind
+from tests.workers import QueueEnv
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+TINY = ModelConfig(encoder="resnet18", decoder_channels=(32, 16, 16, 8, 8))
+
+
+@pytest.fixture
+def queue_env(pg_databases, redis_prefix, s3_endpoint, s3_bucket, tmp_path) -> Iterator[QueueEnv]:
+    create, drop = pg_databases
+    url = create()
+    upgrade(url)
+    root = tmp_path / "root"
+    root.mkdir()
+    yield QueueEnv(db_url=url, redis_prefix=redis_prefix, s3_url=s3_endpoint.url, bucket=s3_bucket, root=root)
+    drop(url)
+
+
+def _job_ids(output: str) -> list[int]:
+    match = re.search(r"job\(s\): ([\d, ]+)|job (\d+)", output)
+    assert match, output
+    return [int(x) for x in (match.group(1) or match.group(2)).replace(",", " ").split()]
+
+
+def _tiny_checkpoint(path: Path, seed: int) -> Path:
+    torch.manual_seed(seed)
+    save_checkpoint(path, BlurDetector(TINY).eval(), thresholds={"pixel": 0.5})
+    return path
+
+
+def _counts(env: QueueEnv) -> dict[str, int]:
+    with env.sessions()() as s:
+        return {
+            "images": s.scalar(select(func.count()).select_from(Image)),
+            "screenings": s.scalar(select(func.count()).select_from(Screening)),
+            "distinct_screenings": s.scalar(select(func.count()).select_from(
+                select(Screening.image_id, Screening.model_version_id).distinct().subquery())),
+        }
+
+
+def test_title_job_samples_uploads_and_screens_the_video(queue_env: QueueEnv, s3_endpoint, tmp_path):
+    env = queue_env
+    video = tmp_path / "title.mp4"
+    spans = make_title_video(video)
+    s3 = s3_endpoint.client()
+    s3.upload_file(str(video), env.bucket, "videos/t-100.mp4")
+    catalog = env.root / "catalog.csv"
+    catalog.write_text(
+        "title_id,name,video_uri\n"
+        f"t-100,A Test Title,s3://{env.bucket}/videos/t-100.mp4\n"
+        "t-bad,only two fields\n"
+    )
+    enqueued = env.qc("enqueue", "titles", str(catalog))
+    assert "skipped" in enqueued.stderr and "line 3" in enqueued.stderr
+    [job_id] = _job_ids(enqueued.stdout)
+    # The same job's message delivered a second time (as Redis does after a lost worker).
+    celery = make_celery(env.settings())
+    celery.send_task("qc.extract_frames", args=[job_id])
+    celery.close()
+
+    with env.worker() as worker:
+        [job] = env.wait_jobs([job_id], worker=worker)
+        assert job.status == JobStatus.DONE, (job.error, worker.log()[-3000:])
+        first = _counts(env)
+        # Running the same title again: a new job, the same thumbnails, no new rows.
+        [job2_id] = _job_ids(env.qc("enqueue", "titles", str(catalog)).stdout)
+        [job2] = env.wait_jobs([job2_id], worker=worker)
+        assert job2.status == JobStatus.DONE
+        assert _counts(env) == first
+    assert first["screenings"] == first["distinct_screenings"] == first["images"]
+
+    with env.sessions()() as s:
+        job = s.get(Job, job_id)
+        assert job.payload["sampling"]["black"] >= 1  # the black second was dropped
+        assert job.payload["sampling"]["duplicate"] >= 1  # static shots give one thumbnail each
+        items = s.scalars(select(JobItem).where(JobItem.job_id == job_id)).all()
+        assert job.items_total == len(items) == job.items_done and job.items_failed == 0
+        rows = s.execute(select(Image, Screening).join(Screening, Screening.image_id == Image.id)).all()
+        verdicts = {}
+        for image, screening in rows:
+            assert image.source_kind == "frame" and image.title_id == job.title_id and image.video_id == job.video_id
+            assert image.uri.startswith(f"s3://{env.bucket}/thumbnails/t-100/")
+            assert screening.overlay_uri.startswith(f"s3://{env.bucket}/overlays/")
+            verdicts.setdefault(segment_kind(spans, image.timestamp_s), []).append(str(screening.verdict))
+    assert set(verdicts) == {"sharp", "blurred"}, verdicts
+    assert verdicts["blurred"] and all(v == "reject" for v in verdicts["blurred"]), verdicts
+    assert len(verdicts["sharp"]) >= 2 and all(v == "pass" for v in verdicts["sharp"]), verdicts
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=env.bucket, Prefix="thumbnails/")["Contents"]]
+    assert len(keys) == first["images"]
+
+
+def test_vendor_job_with_a_corrupt_file_ends_partially_failed(queue_env: QueueEnv, s3_endpoint, tmp_path):
+    env = queue_env
+    s3 = s3_endpoint.client()
+    for p in PORTRAITS[:2]:
+        s3.upload_file(str(p), env.bucket, f"incoming/acme/{p.name}")
+    good = (SAMPLES / "chelsea.jpg").read_bytes()
+    s3.put_object(Bucket=env.bucket, Key="incoming/acme/broken.jpg", Body=good[: len(good) // 3])
+    local = env.root / "local-art.jpg"  # a local file inside the worker's root
+    shutil.copy(PORTRAITS[2], local)
+    model = _tiny_checkpoint(tmp_path / "tiny.safetensors", 0)
+    out = env.qc("enqueue", "submission", "--vendor", "acme", f"s3://{env.bucket}/incoming/acme/",
+                 f"s3://{env.bucket}/incoming/missing.jpg", str(local), "/etc/passwd")
+    [job_id] = _job_ids(out.stdout)
+    with env.worker(QC_MODEL_PATH=str(model)) as worker:
+        [job] = env.wait_jobs([job_id], worker=worker)
+    assert job.status == JobStatus.PARTIALLY_FAILED
+    assert (job.items_total, job.items_done, job.items_failed) == (6, 3, 3)
+    with env.sessions()() as s:
+        reasons = dict(s.execute(select(JobItem.uri, JobItem.reason).where(JobItem.job_id == job_id,
+                                                                           JobItem.status == "failed")).all())
+        vendors = set(s.scalars(select(Image.vendor).where(Image.status == "ok")))
+    assert "NoSuchKey" in reasons[f"s3://{env.bucket}/incoming/missing.jpg"]
+    assert reasons[f"s3://{env.bucket}/incoming/acme/broken.jpg"]  # the decoder's own reason
+    assert "outside the configured local roots" in reasons["/etc/passwd"]
+    assert vendors == {"acme"}
+    listing = env.qc("jobs", str(job_id))
+    assert "partially_failed" in listing.stdout and "NoSuchKey" in listing.stdout
+
+
+def test_rescan_after_a_new_model_screens_every_image_once_and_yields(queue_env: QueueEnv, s3_endpoint, tmp_path):
+    env = queue_env
+    s3 = s3_endpoint.client()
+    names = ["coffee.jpg", "chelsea.jpg", "rocket.jpg", *(p.name for p in PORTRAITS)]
+    for name in names:
+        s3.upload_file(str(SAMPLES / name), env.bucket, f"art/{name}")
+    model_a = _tiny_checkpoint(tmp_path / "a.safetensors", 1)
+    model_b = _tiny_checkpoint(tmp_path / "b.safetensors", 2)
+    [first] = _job_ids(env.qc("enqueue", "submission", "--vendor", "v1", f"s3://{env.bucket}/art/").stdout)
+    with env.worker(QC_MODEL_PATH=str(model_a)) as worker:
+        env.wait_jobs([first], worker=worker)
+
+    # New model: a rescan is queued *before* a new vendor job; the worker serves the vendor
+    # queue first, and the rescan covers exactly the images model B has not seen.
+    s3.upload_file(str(SAMPLES / "astronaut.jpg"), env.bucket, "late/astronaut.jpg")
+    [rescan] = _job_ids(env.qc("rescan", "--model", str(model_b)).stdout)
+    [vendor] = _job_ids(env.qc("enqueue", "submission", "--vendor", "v2", f"s3://{env.bucket}/late/").stdout)
+    with env.worker(QC_MODEL_PATH=str(model_b)) as worker:
+        jobs = env.wait_jobs([rescan, vendor], worker=worker)
+        [again] = _job_ids(env.qc("rescan", "--model", str(model_b)).stdout)
+        [repeat] = env.wait_jobs([again], worker=worker)
+    by_id = {j.id: j for j in jobs}
+    assert by_id[rescan].status == JobStatus.DONE and by_id[rescan].items_total == len(names)
+    assert by_id[vendor].status == JobStatus.DONE
+    assert by_id[vendor].finished_at <= by_id[rescan].started_at, "the rescan queue must yield"
+    assert repeat.status == JobStatus.DONE and repeat.items_total == 0  # nothing left to rescan
+    with env.sessions()() as s:
+        per_model = dict(s.execute(
+            select(ModelVersion.id, func.count(Screening.id)).join(Screening).group_by(ModelVersion.id)).all())
+    assert sorted(per_model.values()) == [len(names), len(names) + 1]
+    counts = _counts(env)
+    assert counts["screenings"] == counts["distinct_screenings"]
