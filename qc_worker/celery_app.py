@@ -61,6 +61,9 @@ def make_celery(settings: Settings) -> Celery:
         broker_transport_options=transport,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
+        # On a lost broker connection, stop acks_late tasks that could no longer be acked;
+        # Redis redelivers them after the visibility timeout (every task is idempotent).
+        worker_cancel_long_running_tasks_on_connection_loss=True,
         task_queues=[Queue(name, routing_key=name) for name in QUEUES],
         task_default_queue="screen",
         task_routes=TASK_ROUTES,
