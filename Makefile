@@ -3,6 +3,7 @@
 #   make test    the whole suite (unit + integration); fails when nothing is collected
 #   make demo    screen the bundled sample photos with the shipped model (qc screen)
 #   make bench   run the benchmarks (bench/synth.py)
+#   make fuzz    fuzz the image loader with atheris for FUZZ_SECONDS (default 60)
 #   make clean   remove build and run outputs (keeps .venv; `make distclean` removes it too)
 #
 # Every target that runs Python first makes sure .venv exists and is installed. The only
@@ -20,10 +21,10 @@ STAMP := $(VENV)/.installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: help venv demo test bench clean distclean
+.PHONY: help venv demo test bench fuzz clean distclean
 
 help:
-	@echo "targets: test  demo  bench  clean  distclean  (venv is made on demand)"
+	@echo "targets: test  demo  bench  fuzz  clean  distclean  (venv is made on demand)"
 
 # --- virtual environment ------------------------------------------------------------
 venv: $(STAMP)
@@ -43,7 +44,7 @@ $(STAMP): pyproject.toml | $(VENV_PY)
 # --- entry points -------------------------------------------------------------------
 demo: venv
 	$(VENV)/bin/qc screen samples/images --out out/demo-overlays
-	@echo "demo: verdicts are in ./qc.db (SQLite), overlay PNGs in out/demo-overlays/"
+	@echo "demo: verdicts are in ./qc.db (SQLite), overlay images in out/demo-overlays/"
 
 # pytest exits 5 when it collected no tests; that must fail CI, not pass it.
 test: venv
@@ -58,6 +59,13 @@ bench: venv
 	$(VENV_PY) -m pip install -q --no-deps blur-detector==0.0.6
 	$(VENV_PY) bench/synth.py
 	$(VENV_PY) bench/detector.py
+
+# atheris is installed into .venv on demand (it is not a project dependency). Findings
+# (inputs on which decode_image raised anything but ImageError) go to out/fuzz-crashes/.
+FUZZ_SECONDS ?= 60
+fuzz: venv
+	$(VENV_PY) -m pip install -q atheris
+	$(VENV_PY) fuzz/fuzz_images.py --seconds $(FUZZ_SECONDS) --crashes out/fuzz-crashes
 
 # --- housekeeping -------------------------------------------------------------------
 clean:

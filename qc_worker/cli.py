@@ -109,7 +109,7 @@ def _worst_text(region: dict | None) -> str:
 def screen(
     paths: Annotated[list[str], typer.Argument(help="Image files and folders, or s3://bucket/key and s3://bucket/prefix/, to screen.")],
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Write overlay PNGs (heat map, regions, crops) here.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write overlay images (JPEG: heat map, regions, crops) here.")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="Summary format on standard output.")] = Format.table,
     model: Annotated[Optional[Path], typer.Option("--model", help="Checkpoint to use (default: QC_MODEL_PATH or the shipped one).")] = None,
 ) -> None:

@@ -397,7 +397,7 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=8, ge=1, description="Images per forward pass.")
     write_overlays: bool = Field(
         default=True,
-        description="Workers store an overlay PNG (heat map, regions, crops) beside each screening.",
+        description="Workers store an overlay JPEG (heat map, regions, crops) beside each screening.",
     )
     faces: FaceConfig = Field(default_factory=FaceConfig, description="Face detection.")
     regions: RegionConfig = Field(default_factory=RegionConfig, description="Region and image verdicts.")

@@ -44,9 +44,11 @@ def render_overlay(
     return out
 
 
-def encode_png(rgb: np.ndarray) -> bytes:
-    """PNG bytes of an RGB image (fast compression: overlays are written once, viewed rarely)."""
-    ok, buf = cv2.imencode(".png", rgb[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])
+def encode_overlay(rgb: np.ndarray) -> bytes:
+    """JPEG bytes (quality 90) of an overlay. A heat map over a photo compresses like a
+    photo: JPEG is about 5x smaller and 4x faster to encode than PNG here, and an overlay
+    is a picture for a person, never data (the numbers are in the database)."""
+    ok, buf = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
     if not ok:
-        raise ValueError("could not encode the overlay as PNG")
+        raise ValueError("could not encode the overlay")
     return buf.tobytes()

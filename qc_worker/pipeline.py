@@ -2,7 +2,7 @@
 
 source -> bytes -> decode and validate -> detector (batched) -> faces, foreground ->
 regions and verdict -> crop-safe ROIs -> one transaction (screening + regions + ROIs,
-keyed by content hash and model version) -> optional overlay PNG.
+keyed by content hash and model version) -> optional overlay image (JPEG).
 
 Every input ends as a recorded outcome: screened with a verdict, or failed with a reason.
 A bad file never stops the batch. A store that is down (:class:`TransientStorageError`) is
@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,12 +26,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from qc_worker.config import Settings
 from qc_worker.db.writes import get_or_create_model_version, record_image_failure, save_screening, upsert_image
 from qc_worker.detector.faces import detect_faces, salient_foreground
-from qc_worker.detector.inference import Detector
 from qc_worker.detector.regions import analyse_regions
 from qc_worker.detector.roi import crop_safe_rois
 from qc_worker.images import ImageError, decode_image
-from qc_worker.overlay import encode_png, render_overlay
+from qc_worker.overlay import encode_overlay, render_overlay
 from qc_worker.storage import LocalStore, Store, StorageError, TransientStorageError
+
+if TYPE_CHECKING:  # the detector pulls in torch; enqueueing and bookkeeping need none of it
+    from qc_worker.detector.inference import Detector
 
 log = logging.getLogger(__name__)
 
@@ -195,9 +198,9 @@ class Screener:
         overlay = None
         if self.overlay_store is not None:
             t1 = time.perf_counter()
-            name = f"{self.overlay_prefix}{PurePosixPath(d.source.uri).stem}-{d.sha256[:10]}.png"
-            png = encode_png(render_overlay(d.rgb, prob, regions, roi_dicts))
-            overlay = self.overlay_store.write(name, png, "image/png")
+            name = f"{self.overlay_prefix}{PurePosixPath(d.source.uri).stem}-{d.sha256[:10]}.overlay.jpg"
+            data = encode_overlay(render_overlay(d.rgb, prob, regions, roi_dicts))
+            overlay = self.overlay_store.write(name, data, "image/jpeg")
             timings["overlay"] = time.perf_counter() - t1
         h, w = d.rgb.shape[:2]
         scores = {"score": report.score, "blurred_fraction": report.blurred_fraction,

@@ -3,7 +3,7 @@
 For each image of the title (``images.title_id``, or a video of the title) or of the job
 (``job_items`` and ``images.job_id``) the page shows:
 
-* the thumbnail with its overlay: the stored overlay PNG (``screenings.overlay_uri``) when
+* the thumbnail with its overlay: the stored overlay image (``screenings.overlay_uri``) when
   it can be read, else the stored regions and crops drawn onto the thumbnail with Pillow
   (red = blurred, green = sharp, faces labelled; crop-safe ROIs dashed, one colour per
   aspect ratio, labelled safe / unsafe);
