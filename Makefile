@@ -2,7 +2,7 @@
 #
 #   make test    the whole suite (unit + integration); fails when nothing is collected
 #   make demo    screen the bundled sample photos with the shipped model (qc screen)
-#   make bench   run the benchmarks (bench/synth.py)
+#   make bench   run the benchmarks (bench/synth.py, detector.py, pipeline.py)
 #   make fuzz    fuzz the image loader with atheris for FUZZ_SECONDS (default 60)
 #   make clean   remove build and run outputs (keeps .venv; `make distclean` removes it too)
 #
@@ -59,6 +59,7 @@ bench: venv
 	$(VENV_PY) -m pip install -q --no-deps blur-detector==0.0.6
 	$(VENV_PY) bench/synth.py
 	$(VENV_PY) bench/detector.py
+	$(VENV_PY) bench/pipeline.py
 
 # atheris is installed into .venv on demand (it is not a project dependency). Findings
 # (inputs on which decode_image raised anything but ImageError) go to out/fuzz-crashes/.
