@@ -165,11 +165,17 @@ def test_rescan_after_a_new_model_screens_every_image_once_and_yields(queue_env:
         jobs = env.wait_jobs([rescan, vendor], worker=worker)
         [again] = _job_ids(env.qc("rescan", "--model", str(model_b)).stdout)
         [repeat] = env.wait_jobs([again], worker=worker)
+        # Beat's nightly task makes a rescan job for the worker's own model and plans it.
+        celery = make_celery(env.settings())
+        celery.send_task("qc.nightly_rescan")
+        celery.close()
+        nightly = env.wait_jobs([again + 1], worker=worker)[0]
     by_id = {j.id: j for j in jobs}
     assert by_id[rescan].status == JobStatus.DONE and by_id[rescan].items_total == len(names)
     assert by_id[vendor].status == JobStatus.DONE
     assert by_id[vendor].finished_at <= by_id[rescan].started_at, "the rescan queue must yield"
     assert repeat.status == JobStatus.DONE and repeat.items_total == 0  # nothing left to rescan
+    assert nightly.kind == "rescan" and nightly.status == JobStatus.DONE and nightly.items_total == 0
     with env.sessions()() as s:
         per_model = dict(s.execute(
             select(ModelVersion.id, func.count(Screening.id)).join(Screening).group_by(ModelVersion.id)).all())
