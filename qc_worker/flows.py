@@ -178,6 +178,10 @@ def run_submission_job(ctx: WorkerContext, job_id: int, dispatch: Dispatch) -> N
             if not found:
                 items.append({"uri": uri, "status": "failed", "reason": "no images found under this prefix"})
             items += [{"uri": u} for u in found]
+        if ctx.on_outcome:  # sources refused at listing count as failed images too
+            for item in items:
+                if item.get("status") == "failed":
+                    ctx.on_outcome(Outcome(item["uri"], "failed", reason=item["reason"]))
         with ctx.sessions.begin() as s:
             jobs.add_items(s, job_id, items)
             jobs.mark_planned(s, job_id)

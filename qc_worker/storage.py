@@ -40,6 +40,13 @@ _PERMANENT_S3_CODES = {
 }
 
 
+#: Codes that mean "ask again later" whatever their HTTP status (throttling comes as 400 too).
+_TRANSIENT_S3_CODES = {
+    "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
+    "RequestThrottled", "RequestTimeout", "ServiceUnavailable", "InternalError",
+}
+
+
 class StorageError(Exception):
     """A source that cannot be listed or read; the message says which and why."""
 
@@ -221,6 +228,8 @@ class S3Store:
             code = str(error.get("Code", ""))
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             message = f"{what}: {code or status} {error.get('Message', '')}".strip()
+            if code in _TRANSIENT_S3_CODES:
+                raise TransientStorageError(message) from exc
             if code in _PERMANENT_S3_CODES or (status is not None and 400 <= status < 500 and status not in (408, 429)):
                 raise StorageError(message) from exc
             raise TransientStorageError(message) from exc

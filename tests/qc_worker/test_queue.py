@@ -9,8 +9,10 @@ twice, or its message delivered twice, leaves no duplicate rows.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from qc_worker.db.models import Image, Job, JobItem, JobStatus, ModelVersion, Sc
 from qc_worker.detector.checkpoint import save_checkpoint
 from qc_worker.detector.model import BlurDetector, ModelConfig
 from tests.qc_worker.videos import PORTRAITS, SAMPLES, make_title_video, segment_kind
+from tests.conftest import free_port
 from tests.workers import QueueEnv
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -46,6 +49,15 @@ def _job_ids(output: str) -> list[int]:
     match = re.search(r"job\(s\): ([\d, ]+)|job (\d+)", output)
     assert match, output
     return [int(x) for x in (match.group(1) or match.group(2)).replace(",", " ").split()]
+
+
+def _metrics(port: int) -> dict[tuple[str, tuple], float]:
+    """One scrape of a worker's /metrics: {(sample name, sorted labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 def _tiny_checkpoint(path: Path, seed: int) -> Path:
@@ -128,9 +140,18 @@ def test_vendor_job_with_a_corrupt_file_ends_partially_failed(queue_env: QueueEn
     out = env.qc("enqueue", "submission", "--vendor", "acme", f"s3://{env.bucket}/incoming/acme/",
                  f"s3://{env.bucket}/incoming/missing.jpg", str(local), "/etc/passwd")
     [job_id] = _job_ids(out.stdout)
-    with env.worker(QC_MODEL_PATH=str(model)) as worker:
+    port = free_port()
+    with env.worker(QC_MODEL_PATH=str(model), QC_METRICS_PORT=str(port), QC_LOG_FORMAT="json") as worker:
         [job] = env.wait_jobs([job_id], worker=worker)
+        scraped = _metrics(port)
     assert job.status == JobStatus.PARTIALLY_FAILED
+    # The worker's Prometheus endpoint counts what its pool child did.
+    assert sum(v for (name, labels), v in scraped.items() if name == "qc_images_screened_total") == 3
+    assert sum(v for (name, labels), v in scraped.items() if name == "qc_image_failures_total") == 3
+    assert scraped[("qc_tasks_total", (("state", "succeeded"), ("task", "qc.screen_submission")))] == 1
+    # JSON log lines carry the job id (and the image id for each screened image).
+    records = [json.loads(line) for line in worker.log().splitlines() if line.startswith("{")]
+    assert any(r.get("job_id") == str(job_id) and r.get("image_id") for r in records), records[-5:]
     assert (job.items_total, job.items_done, job.items_failed) == (6, 3, 3)
     with env.sessions()() as s:
         reasons = dict(s.execute(select(JobItem.uri, JobItem.reason).where(JobItem.job_id == job_id,

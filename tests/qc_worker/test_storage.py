@@ -124,3 +124,21 @@ def test_open_store_routes_by_scheme_and_writes_to_the_bucket(s3_endpoint, s3_bu
     # Without a bucket, writes land under the local root.
     local_only = open_store(Settings(_env_file=None, local_root=tmp_path))
     assert local_only.write("thumbs/1.jpg", b"J") == str(tmp_path / "thumbs/1.jpg")
+
+
+@pytest.mark.parametrize(("code", "status", "transient"), [
+    ("SlowDown", 503, True), ("InternalError", 500, True), ("Throttling", 400, True),
+    ("RequestTimeout", 408, True), ("NoSuchKey", 404, False), ("AccessDenied", 403, False),
+])
+def test_s3_error_codes_split_into_transient_and_permanent(code, status, transient):
+    """What boto3 still raises after its own retries: throttling and 5xx retry later, a
+    missing or forbidden object fails its item."""
+    from botocore.stub import Stubber
+
+    store = _s3("http://127.0.0.1:9", "bucket", attempts=1)
+    with Stubber(store.client) as stub:
+        stub.add_client_error("get_object", service_error_code=code, http_status_code=status)
+        with pytest.raises(StorageError) as err:
+            store.read("s3://bucket/a.jpg")
+    assert isinstance(err.value, TransientStorageError) is transient
+    assert code in str(err.value)
