@@ -30,6 +30,14 @@ class ImageError(Exception):
     """The input is not an image this system can screen; the message says why."""
 
 
+# Malformed input: Pillow documents OSError/SyntaxError/ValueError for bad files, but crafted
+# files reach code paths that raise anything else: fuzzing (fuzz/fuzz_images.py) found a
+# TIFF whose strip offset is a RATIONAL making ImageFile.load raise TypeError. Any such
+# exception is the file's fault, so it becomes an ImageError too (MemoryError excepted:
+# that is the machine's state, not the file's); otherwise it would escape the pipeline's
+# per-image handling and fail a whole screening chunk, leaving its job running forever.
+
+
 def _limit_check(width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise ImageError(
@@ -59,6 +67,10 @@ def decode_image(data: bytes | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np
             return _to_rgb(im)
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise ImageError(f"cannot decode image data: {exc}") from exc
+        except MemoryError:
+            raise
+        except Exception as exc:  # malformed input: see the note above _limit_check
+            raise ImageError(f"cannot decode image data: {type(exc).__name__}: {exc}") from exc
 
 
 def _open(data: bytes | Path, max_pixels: int) -> Image.Image:
@@ -80,6 +92,10 @@ def _open(data: bytes | Path, max_pixels: int) -> Image.Image:
         raise ImageError("not an image (unrecognised file format)") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"cannot read image header: {exc}") from exc
+    except MemoryError:
+        raise
+    except Exception as exc:  # malformed input: see the note above _limit_check
+        raise ImageError(f"cannot read image header: {type(exc).__name__}: {exc}") from exc
     width, height = im.size
     if min(width, height) < MIN_SIDE:
         im.close()
