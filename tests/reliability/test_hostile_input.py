@@ -15,6 +15,9 @@ zero-byte file         failed    file is empty (0 bytes)
 truncated JPEG / PNG   failed    cannot decode image data: image file is truncated
 text named .jpg        failed    not an image (unrecognised file format)
 SVG / HTML named .png  failed    not an image (Pillow reads neither; SVG is never rendered)
+TIFF, RATIONAL offset  failed    cannot decode image data: TypeError ... (a fuzzing find: it
+                                 used to escape as TypeError, fail the whole chunk and leave
+                                 the job running forever)
 PNG bomb 60000x60000   failed    over the limit ... decompression bomb (from the header)
 animated GIF           screened  its first frame
 CMYK JPEG              screened  converted to RGB
@@ -55,6 +58,7 @@ from qc_worker.db.migrate import upgrade
 from qc_worker.db.models import Image, ImageStatus, Job, JobItem, JobItemStatus, JobStatus, Screening, Title
 from qc_worker.detector.checkpoint import save_checkpoint
 from qc_worker.detector.model import BlurDetector, ModelConfig
+from tests.qc_worker.test_image_fuzz_findings import rational_strip_tiff
 from tests.workers import QueueEnv
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -135,6 +139,7 @@ def image_payloads() -> dict[str, bytes]:
         "one-pixel.png": _encode(PILImage.new("RGB", (1, 1), (200, 10, 10)), "PNG"),
         "drawing.png": (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="60000" '
                         b'height="60000"><rect width="100%" height="100%" fill="red"/></svg>'),
+        "strip.tif": rational_strip_tiff(),  # found by fuzzing: Pillow raised TypeError
         "page.png": b"<!DOCTYPE html><html><body><img src=x onerror=alert(1)></body></html>",
     }
 
@@ -153,6 +158,7 @@ EXPECTED_IMAGES: dict[str, tuple[bool, str | None, tuple[int, int] | None]] = {
     "one-pixel.png": (True, None, (1, 1)),
     "drawing.png": (False, "not an image (unrecognised file format)", None),
     "page.png": (False, "not an image (unrecognised file format)", None),
+    "strip.tif": (False, "cannot decode image data: TypeError", None),
     "coffee.jpg": (True, None, None),
     "chelsea.jpg": (True, None, None),
 }
