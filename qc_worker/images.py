@@ -5,12 +5,15 @@ palette, EXIF-rotated) and sometimes not as an image at all. Everything goes thr
 :func:`decode_image`, which either returns an RGB array or raises :class:`ImageError`
 with a reason fit for a database row; no other exception escapes for bad input. The
 pixel limit is checked from the header, before any pixel is decoded, so a small file
-declaring 30000x30000 pixels costs nothing.
+declaring 30000x30000 pixels costs nothing; Pillow's own guard, at the same limit, covers
+what its plugins allocate while reading the header (GIF frames, icon sub-images).
 """
 
 from __future__ import annotations
 
 import io
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +23,28 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 DEFAULT_MAX_PIXELS = 100_000_000
 MIN_SIDE = 1
 
-# Our own limit, checked from the header before decoding, replaces Pillow's process-wide
-# guard so the limit is the configured one (Pillow's would refuse anything over ~179 MP
-# with its own wording, whatever Settings say).
-Image.MAX_IMAGE_PIXELS = None
+# Pillow's own decompression-bomb guard stays on, set on every call to the configured limit
+# (see _pillow_guard): its plugins check it before they allocate frames, disposal buffers
+# and sub-images *while opening* a file, before the header size can be checked here. With
+# the guard off, a 43-byte GIF whose first frame declares 65535x65535 pixels and
+# "restore to background" made Image.open fill a 4 GB buffer (found by fuzzing). Pillow
+# warns from half its limit on; our own check and message supersede the warning.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+_PILLOW_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
+
+
+def _pillow_guard(max_pixels: int) -> None:
+    """Pillow refuses above ``2 * MAX_IMAGE_PIXELS``: never less than ``max_pixels`` (what
+    we accept, Pillow accepts), never more than one pixel over it. Process-wide, as Pillow
+    has it; a process uses one configured limit."""
+    Image.MAX_IMAGE_PIXELS = (max_pixels + 1) // 2
+
+
+def _bomb(exc: Exception, max_pixels: int) -> ImageError:
+    found = _PILLOW_BOMB_PIXELS.search(str(exc))
+    size = f"{int(found.group(1)):,} pixels" if found else "larger"
+    return ImageError(f"image is {size}, over the limit of {max_pixels:,} "
+                      "(refused as a possible decompression bomb)")
 
 
 class ImageError(Exception):
@@ -65,6 +86,8 @@ def decode_image(data: bytes | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np
             im.seek(0)
             im = ImageOps.exif_transpose(im)
             return _to_rgb(im)
+        except Image.DecompressionBombError as exc:
+            raise _bomb(exc, max_pixels) from exc
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise ImageError(f"cannot decode image data: {exc}") from exc
         except MemoryError:
@@ -86,10 +109,13 @@ def _open(data: bytes | Path, max_pixels: int) -> Image.Image:
         except OSError as exc:
             raise ImageError(f"cannot read {path}: {exc.strerror or exc}") from exc
         source = path
+    _pillow_guard(max_pixels)
     try:
         im = Image.open(source)
     except UnidentifiedImageError as exc:
         raise ImageError("not an image (unrecognised file format)") from exc
+    except Image.DecompressionBombError as exc:
+        raise _bomb(exc, max_pixels) from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"cannot read image header: {exc}") from exc
     except MemoryError:
