@@ -19,6 +19,8 @@ TIFF, RATIONAL offset  failed    cannot decode image data: TypeError ... (a fuzz
                                  used to escape as TypeError, fail the whole chunk and leave
                                  the job running forever)
 PNG bomb 60000x60000   failed    over the limit ... decompression bomb (from the header)
+GIF frame bomb         failed    over the limit ... decompression bomb (a fuzzing find: 43
+                                 bytes made Pillow fill a 4 GB buffer before the check)
 animated GIF           screened  its first frame
 CMYK JPEG              screened  converted to RGB
 16-bit PNG             screened  scaled to 8 bits by its range
@@ -58,7 +60,7 @@ from qc_worker.db.migrate import upgrade
 from qc_worker.db.models import Image, ImageStatus, Job, JobItem, JobItemStatus, JobStatus, Screening, Title
 from qc_worker.detector.checkpoint import save_checkpoint
 from qc_worker.detector.model import BlurDetector, ModelConfig
-from tests.qc_worker.test_image_fuzz_findings import rational_strip_tiff
+from tests.qc_worker.test_image_fuzz_findings import gif_dispose_bomb, rational_strip_tiff
 from tests.workers import QueueEnv
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -140,6 +142,7 @@ def image_payloads() -> dict[str, bytes]:
         "drawing.png": (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="60000" '
                         b'height="60000"><rect width="100%" height="100%" fill="red"/></svg>'),
         "strip.tif": rational_strip_tiff(),  # found by fuzzing: Pillow raised TypeError
+        "frame-bomb.gif": gif_dispose_bomb(),  # found by fuzzing: 43 bytes, a 4 GB frame buffer
         "page.png": b"<!DOCTYPE html><html><body><img src=x onerror=alert(1)></body></html>",
     }
 
@@ -159,6 +162,7 @@ EXPECTED_IMAGES: dict[str, tuple[bool, str | None, tuple[int, int] | None]] = {
     "drawing.png": (False, "not an image (unrecognised file format)", None),
     "page.png": (False, "not an image (unrecognised file format)", None),
     "strip.tif": (False, "cannot decode image data: TypeError", None),
+    "frame-bomb.gif": (False, "decompression bomb", None),
     "coffee.jpg": (True, None, None),
     "chelsea.jpg": (True, None, None),
 }
