@@ -14,6 +14,10 @@ Why each setting is what it is:
   rescan only runs when no interactive work is waiting.
 * prefetch multiplier 1 (configurable): a GPU worker must not hoard tasks another GPU could run.
 * No result backend: job state lives in PostgreSQL (``jobs`` and ``job_items``).
+* ``worker_proc_alive_timeout``: a pool process loads the model before it reports "up"
+  (``worker_process_init``); Celery's default of 4 s killed every replacement process
+  that took longer (a busy CPU, a CUDA context), so after one lost process the pool
+  never came back. Allow ``PROCESS_START_TIMEOUT_S``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ from qc_worker.config import Settings, get_settings
 
 #: Every queue, in the order a worker serves them (the rescan queue yields to the others).
 QUEUES = ("frames", "vendor", "screen", "rescan")
+
+#: Seconds a new pool process may take to load the model and report that it is up.
+PROCESS_START_TIMEOUT_S = 120.0
 
 #: Task names are part of the wire format between versions: keep them stable.
 TASK_ROUTES = {
@@ -58,6 +65,7 @@ def make_celery(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         task_acks_on_failure_or_timeout=True,
         worker_prefetch_multiplier=settings.prefetch_multiplier,
+        worker_proc_alive_timeout=PROCESS_START_TIMEOUT_S,
         broker_transport_options=transport,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,

@@ -1,0 +1,73 @@
+"""Fixtures of the reliability suite, and its ``--soak`` option.
+
+``pytest tests/reliability --soak`` runs the load test at soak size (20 000 images, 4
+worker processes) and writes its figures to BENCHMARKS.md; without it the load test runs
+at CI size. (The option is defined here, so name this folder, or a file in it, on the
+command line when passing it.)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from qc_worker.db.migrate import upgrade
+from tests.reliability.harness import tiny_checkpoint
+from tests.workers import QueueEnv
+
+
+# moto's server logs every request it serves; thousands of lines hide a failure.
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--soak", action="store_true", default=False,
+        help="reliability suite: run the load test at soak size and write BENCHMARKS.md",
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors", seed=7)
+
+
+@pytest.fixture
+def make_env(pg_databases, redis_prefix, tmp_path):
+    """``make(s3_url, bucket, **fields)``: a migrated, isolated deployment (own database,
+    Redis key prefix, local root) on the given S3 endpoint; databases dropped afterwards."""
+    create, drop = pg_databases
+    made: list[str] = []
+
+    def make(s3_url: str, bucket: str, **fields) -> QueueEnv:
+        url = create()
+        made.append(url)
+        upgrade(url)
+        root = tmp_path / f"root{len(made)}"
+        root.mkdir()
+        return QueueEnv(db_url=url, redis_prefix=redis_prefix, s3_url=s3_url, bucket=bucket, root=root, **fields)
+
+    yield make
+    for url in made:
+        drop(url)
+
+
+@pytest.fixture
+def rel_env(make_env, s3_endpoint, s3_bucket, tiny_model) -> Iterator[QueueEnv]:
+    """A deployment on the session's S3 endpoint (see :func:`fast_screening`)."""
+    env = make_env(s3_endpoint.url, s3_bucket)
+    fast_screening(env, tiny_model)
+    yield env
+
+
+def fast_screening(env: QueueEnv, model: Path) -> None:
+    """Workers run the tiny model on one torch thread each (two processes share the two
+    CI cores), with the cheaper face and crop searches: the suite is about the queue, not
+    the detector, and this keeps an image near 50 ms of CPU."""
+    env.extra.update({
+        "QC_MODEL_PATH": str(model), "OMP_NUM_THREADS": "1",
+        "QC_FACES__PROFILE": "never", "QC_ROI__SCALES": "4", "QC_ROI__POSITIONS": "9",
+    })
