@@ -15,7 +15,13 @@ GIF, WebP, BMP, TIFF, EXIF-rotated JPEG, ICO...), so the fuzzer starts inside ea
 Unlike plain libFuzzer, a contract violation does not stop the run: each distinct one
 (exception type and the line that raised it) is written to the crashes folder with its
 traceback, the run goes on, and the summary line at the end gives executions, seconds and
-distinct crashes. The exit status is 1 when any were found.
+distinct crashes. An input on which the process's peak memory jumps by more than
+``--memory-mb`` (a few hundred bytes making the decoder allocate gigabytes) is a finding
+too. The exit status is 1 when any were found.
+
+Findings so far, now regressions in tests/qc_worker/test_image_fuzz_findings.py: a TIFF
+whose strip offset is a RATIONAL (Pillow raised TypeError), and a GIF whose first frame
+declares 65535x65535 pixels with disposal 2 (Pillow filled a 4 GB buffer while opening it).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import argparse
 import hashlib
 import io
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -48,10 +55,15 @@ warnings.simplefilter("ignore")
 MAX_PIXELS = 4_000_000
 
 
+class MemoryWarning(Warning):
+    """An input on which the process's peak memory jumped (see ``--memory-mb``)."""
+
+
 class Run:
-    def __init__(self, crashes: Path, seconds: float) -> None:
+    def __init__(self, crashes: Path, seconds: float, memory_mb: int) -> None:
         self.crashes = crashes
         self.seconds = seconds
+        self.memory_kb = memory_mb * 1024
         self.execs = 0
         self.decoded = 0
         self.refused = 0
@@ -62,6 +74,15 @@ class Run:
         if time.monotonic() - self.started >= self.seconds:
             self.finish()
         self.execs += 1
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        self.check(data)
+        grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak
+        if grown > self.memory_kb:
+            # The process's peak memory jumped on this one input: a small file made the
+            # decoder allocate far more than any image under the pixel limit needs.
+            self.record(data, MemoryWarning(f"peak memory grew by {grown // 1024} MB on a {len(data)}-byte input"))
+
+    def check(self, data: bytes) -> None:
         try:
             image_size(data, MAX_PIXELS)
             rgb = decode_image(data, MAX_PIXELS)
@@ -78,7 +99,7 @@ class Run:
 
     def record(self, data: bytes, exc: BaseException) -> None:
         tb = traceback.extract_tb(exc.__traceback__)
-        where = f"{tb[-1].filename}:{tb[-1].lineno}" if tb else "?"
+        where = f"{tb[-1].filename}:{tb[-1].lineno}" if tb else "memory"
         key = f"{type(exc).__name__} at {where}"
         self.seen[key] = self.seen.get(key, 0) + 1
         if self.seen[key] == 1:
@@ -149,13 +170,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--corpus", type=Path, help="corpus folder (kept); default: a new temporary folder")
     parser.add_argument("--crashes", type=Path, default=Path("out/fuzz-crashes"))
     parser.add_argument("--max-len", type=int, default=64 * 1024)
+    parser.add_argument("--memory-mb", type=int, default=256,
+                        help="report an input on which peak memory grows by more than this")
     args, libfuzzer_args = parser.parse_known_args(argv[1:])
 
     corpus = args.corpus or Path(tempfile.mkdtemp(prefix="fuzz-images-"))
     seeds = seed_corpus(corpus)
     print(f"fuzz_images: {seeds} seed images in {corpus}; {args.seconds} s", file=sys.stderr, flush=True)
 
-    run = Run(args.crashes, args.seconds)
+    run = Run(args.crashes, args.seconds, args.memory_mb)
     # libFuzzer's own time limit is a backstop; Run.one ends the run on time and sums it up.
     atheris.Setup(
         [argv[0], f"-max_total_time={args.seconds + 30}", f"-max_len={args.max_len}", "-timeout=20",
