@@ -10,6 +10,10 @@ import pytest
 
 from qc_worker.images import ImageError, decode_image, image_size
 
+# qc_worker.images silences Pillow's warning (its own check and message supersede it);
+# pytest resets warning filters per test, so say it again here.
+pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+
 
 def rational_strip_tiff() -> bytes:
     """A 4x4 8-bit grey TIFF whose StripOffsets tag has type RATIONAL instead of LONG.
