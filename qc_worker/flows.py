@@ -26,6 +26,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from qc_worker import jobs
@@ -33,7 +36,7 @@ from qc_worker.config import Settings
 from qc_worker.db.models import Job, JobKind, JobStatus
 from qc_worker.frames import FrameSampler, VideoError, encode_thumbnail, probe
 from qc_worker.logs import log_context
-from qc_worker.pipeline import Outcome, Screener
+from qc_worker.pipeline import Outcome, Screener, Source
 from qc_worker.storage import RoutingStore, StorageError, TransientStorageError
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,19 @@ Dispatch = Callable[[str, list, str], None]
 
 class ModelMismatch(Exception):
     """A rescan job was made for another model than this worker runs (mid roll-out)."""
+
+
+#: Failures of the services, not of the work: the same call may well succeed later.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    TransientStorageError, OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError,
+    ConnectionError, ModelMismatch,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, TRANSIENT)
 
 
 @dataclass
@@ -225,10 +241,21 @@ def _check_model(screener: Screener, payload: dict) -> None:
         )
 
 
+#: An item whose screening was cut short this many times (the worker process died or hit
+#: the time limit while it was in hand) is failed instead of tried again: without this a
+#: poison image would kill worker after worker, redelivered forever (acks_late +
+#: reject_on_worker_lost requeue the message every time).
+CRASH_LIMIT = 3
+
+
 def run_screen_chunk(ctx: WorkerContext, job_id: int, item_ids: Sequence[int]) -> JobStatus | None:
-    """Screen the chunk's pending items, recording each batch's outcomes as it finishes,
-    then settle the job. Already-finished items are skipped, so a redelivered chunk only
-    does what is left."""
+    """Screen the chunk's pending items, recording outcomes as they finish, then settle the job.
+
+    Already-finished items are skipped, so a redelivered chunk only does what is left. Each
+    item's ``attempts`` counts starts that did not end cleanly; a chunk that finds one left
+    over from a run that died screens its items one at a time, so the image that kills the
+    worker is found and failed after :data:`CRASH_LIMIT` tries and the others go through.
+    """
     with ctx.sessions.begin() as s:
         job = s.get(Job, job_id)
         if job is None:
@@ -237,28 +264,54 @@ def run_screen_chunk(ctx: WorkerContext, job_id: int, item_ids: Sequence[int]) -
         pairs = jobs.sources_for(s, job, item_ids)
         payload = dict(job.payload)
         kind = job.kind
+        attempts = jobs.item_attempts(s, [i for i, _ in pairs])
     if pairs:
         screener = ctx.screener
         if kind == JobKind.RESCAN:
             _check_model(screener, payload)
-        ids = [item_id for item_id, _ in pairs]
-        done: list[tuple[int, Outcome]] = []
-        for outcome in screener.screen([src for _, src in pairs]):
-            done.append((ids[len(done)], outcome))
-            if ctx.on_outcome:
-                ctx.on_outcome(outcome)
-            with log_context(image_id=outcome.image_id):
-                log.info("%s %s%s", outcome.uri, outcome.verdict or "failed",
-                         f": {outcome.reason}" if outcome.reason else "")
-            if len(done) % ctx.settings.batch_size == 0:
-                with ctx.sessions.begin() as s:
-                    jobs.record_outcomes(s, done[-ctx.settings.batch_size:])
-        tail = len(done) % ctx.settings.batch_size
-        if tail:
-            with ctx.sessions.begin() as s:
-                jobs.record_outcomes(s, done[-tail:])
+        careful = any(attempts.values())
+        if careful:
+            log.warning("job %s: a chunk was cut short before; screening its %d items one by one", job_id, len(pairs))
+        groups = [[p] for p in pairs] if careful else [pairs[i:i + ctx.settings.batch_size]
+                                                        for i in range(0, len(pairs), ctx.settings.batch_size)]
+        for group in groups:
+            _screen_group(ctx, screener, job_id, group, attempts)
     with ctx.sessions.begin() as s:
         return jobs.finalise_job(s, job_id)
+
+
+def _screen_group(
+    ctx: WorkerContext, screener: Screener, job_id: int, group: list[tuple[int, Source]], attempts: dict[int, int],
+) -> None:
+    ids = [i for i, _ in group]
+    spent = [i for i in ids if attempts.get(i, 0) >= CRASH_LIMIT]
+    if spent:
+        with ctx.sessions.begin() as s:
+            jobs.fail_items(s, spent, f"gave up: screening this image was cut short {CRASH_LIMIT} times "
+                                      "(the worker died or hit the task time limit)")
+        group = [(i, src) for i, src in group if i not in spent]
+        ids = [i for i, _ in group]
+    if not group:
+        return
+    with ctx.sessions.begin() as s:
+        jobs.change_attempts(s, ids, +1)
+    try:
+        outcomes = list(screener.screen([src for _, src in group]))
+    except Exception as exc:
+        # A service failing is not the images' fault: take the attempt back. Anything else
+        # counts against them, like a crash would.
+        if is_transient(exc):
+            with ctx.sessions.begin() as s:
+                jobs.change_attempts(s, ids, -1)
+        raise
+    for outcome in outcomes:
+        if ctx.on_outcome:
+            ctx.on_outcome(outcome)
+        with log_context(image_id=outcome.image_id):
+            log.info("%s %s%s", outcome.uri, outcome.verdict or "failed", f": {outcome.reason}" if outcome.reason else "")
+    with ctx.sessions.begin() as s:
+        jobs.record_outcomes(s, list(zip(ids, outcomes, strict=True)))
+        jobs.change_attempts(s, ids, -1)
 
 
 def give_up(ctx: WorkerContext, job_id: int, item_ids: Sequence[int] | None, reason: str) -> None:

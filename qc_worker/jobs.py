@@ -135,6 +135,17 @@ def sources_for(session: Session, job: Job, item_ids: Sequence[int]) -> list[tup
     ]
 
 
+def item_attempts(session: Session, item_ids: Sequence[int]) -> dict[int, int]:
+    """Unclean starts so far of each item (see :data:`qc_worker.flows.CRASH_LIMIT`)."""
+    if not item_ids:
+        return {}
+    return dict(session.execute(select(JobItem.id, JobItem.attempts).where(JobItem.id.in_(item_ids))).all())
+
+
+def change_attempts(session: Session, item_ids: Sequence[int], delta: int) -> None:
+    session.execute(update(JobItem).where(JobItem.id.in_(item_ids)).values(attempts=JobItem.attempts + delta))
+
+
 def record_outcomes(session: Session, results: Iterable[tuple[int, Outcome]]) -> None:
     for item_id, outcome in results:
         session.execute(
@@ -235,7 +246,7 @@ def job_summary(session: Session, job_id: int | None = None, limit: int = 50) ->
 
 
 __all__ = [
-    "FINAL", "add_items", "chunks", "create_job", "fail_items", "fail_job", "finalise_job", "job_summary",
+    "FINAL", "add_items", "change_attempts", "chunks", "create_job", "fail_items", "fail_job", "finalise_job", "item_attempts", "job_summary",
     "mark_planned", "pending_item_ids", "record_outcomes", "rescan_candidates", "sources_for", "start_job",
     "upsert_title", "upsert_video",
 ]

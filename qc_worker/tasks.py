@@ -23,22 +23,14 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Retry
 from celery.signals import setup_logging, worker_process_init, worker_process_shutdown
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from qc_worker import flows, metrics
 from qc_worker.celery_app import app
 from qc_worker.config import get_settings
 from qc_worker.logs import configure_logging, log_context
-from qc_worker.storage import TransientStorageError, open_store
+from qc_worker.storage import open_store
 
 log = logging.getLogger(__name__)
-
-TRANSIENT: tuple[type[BaseException], ...] = (
-    TransientStorageError, OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError,
-    ConnectionError, flows.ModelMismatch,
-)
 
 _context: flows.WorkerContext | None = None
 
@@ -81,15 +73,17 @@ def _send(name: str, args: list, queue: str) -> None:
     app.send_task(name, args=args, queue=queue)
 
 
-def _is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    return isinstance(exc, TRANSIENT)
-
-
-def _run(task: Task, job_id: int, body: Callable[[], Any], give_up: Callable[[str], None]) -> Any:
+def _run(
+    task: Task, job_id: int, body: Callable[[], Any], give_up: Callable[[str], None], *, chunk: bool = False,
+) -> Any:
     """Run a flow with the job's ids in every log line, timing it for the metrics, and
-    retrying transient failures with capped, jittered exponential back-off."""
+    retrying transient failures with capped, jittered exponential back-off.
+
+    An unexpected error (a bug, or input that breaks a library in a new way) never leaves a
+    job waiting: a screening chunk is retried, and its next run screens the items one by one
+    so the one at fault fails alone (:data:`qc_worker.flows.CRASH_LIMIT`); any other task
+    fails its job with the error as the reason.
+    """
     settings = get_settings()
     t0 = time.perf_counter()
     state = "failed"
@@ -102,11 +96,13 @@ def _run(task: Task, job_id: int, body: Callable[[], Any], give_up: Callable[[st
             state = "retried"
             raise
         except Exception as exc:
-            if not _is_transient(exc):
-                log.exception("%s failed", task.name)
-                raise
             retries = task.request.retries
             reason = f"{type(exc).__name__}: {exc}"
+            if not flows.is_transient(exc):
+                log.exception("%s failed", task.name)
+                if not chunk or retries >= settings.retry_max:
+                    give_up(f"internal error: {reason}")
+                    raise
             if retries >= settings.retry_max:
                 log.error("%s gave up after %d retries: %s", task.name, retries, reason)
                 give_up(f"gave up after {retries} retries: {reason}")
@@ -141,7 +137,7 @@ def plan_rescan(self: Task, job_id: int) -> None:
 def screen_chunk(self: Task, job_id: int, item_ids: list[int]) -> None:
     ctx = context()
     _run(self, job_id, lambda: flows.run_screen_chunk(ctx, job_id, item_ids),
-         lambda r: flows.give_up(ctx, job_id, item_ids, r))
+         lambda r: flows.give_up(ctx, job_id, item_ids, r), chunk=True)
 
 
 @app.task(bind=True, name="qc.nightly_rescan")

@@ -36,7 +36,7 @@ def test_importing_the_tasks_touches_no_cuda_and_loads_no_model():
     (ValueError("bug"), False),
 ])
 def test_transient_errors_are_retried_and_input_errors_are_not(exc, transient):
-    assert tasks._is_transient(exc) is transient
+    assert flows.is_transient(exc) is transient
 
 
 @pytest.mark.integration
