@@ -297,9 +297,13 @@ def _screen_group(
         jobs.change_attempts(s, ids, +1)
     try:
         outcomes = list(screener.screen([src for _, src in group]))
+        with ctx.sessions.begin() as s:
+            jobs.record_outcomes(s, list(zip(ids, outcomes, strict=True)))
+            jobs.change_attempts(s, ids, -1)
     except Exception as exc:
-        # A service failing is not the images' fault: take the attempt back. Anything else
-        # counts against them, like a crash would.
+        # A service failing (the database too, while the outcomes are recorded) is not the
+        # images' fault: take the attempt back. Anything else counts against them, like a
+        # crash would.
         if is_transient(exc):
             with ctx.sessions.begin() as s:
                 jobs.change_attempts(s, ids, -1)
@@ -309,9 +313,6 @@ def _screen_group(
             ctx.on_outcome(outcome)
         with log_context(image_id=outcome.image_id):
             log.info("%s %s%s", outcome.uri, outcome.verdict or "failed", f": {outcome.reason}" if outcome.reason else "")
-    with ctx.sessions.begin() as s:
-        jobs.record_outcomes(s, list(zip(ids, outcomes, strict=True)))
-        jobs.change_attempts(s, ids, -1)
 
 
 def give_up(ctx: WorkerContext, job_id: int, item_ids: Sequence[int] | None, reason: str) -> None:
