@@ -28,6 +28,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--soak", action="store_true", default=False,
         help="reliability suite: run the load test at soak size and write BENCHMARKS.md",
     )
+    parser.addoption(
+        "--soak-images", type=int, default=20_000,
+        help="images the --soak load test screens (default 20 000)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A soak runs for as long as it takes, past the suite's usual per-test timeout."""
+    if config.getoption("soak", default=False):
+        for item in items:
+            if item.path.name == "test_queue_load.py":
+                item.add_marker(pytest.mark.timeout(6 * 3600))
 
 
 @pytest.fixture(scope="session")

@@ -112,18 +112,11 @@ def ledger(env: QueueEnv) -> Ledger:
     with env.sessions()() as s:
         per_pair = select(func.count().label("n")).select_from(Screening).group_by(
             Screening.image_id, Screening.model_version_id).subquery()
-        grid = select(func.count().label("n")).select_from(Screening).outerjoin(
+        grid = select(func.count(BlurRegion.id).label("n")).select_from(Screening).outerjoin(
             BlurRegion, (BlurRegion.screening_id == Screening.id) & (BlurRegion.kind == "grid")
         ).group_by(Screening.id).subquery()
         rois = select(func.count(CropRoi.id).label("n")).select_from(Screening).outerjoin(
             CropRoi, CropRoi.screening_id == Screening.id).group_by(Screening.id).subquery()
-        grid_counts = {int(n) for n in s.scalars(select(grid.c.n).distinct())}
-        if grid_counts:  # outer join counts one row for a screening without regions
-            no_grid = s.scalar(select(func.count()).select_from(Screening).where(
-                ~select(BlurRegion.id).where(BlurRegion.screening_id == Screening.id,
-                                             BlurRegion.kind == "grid").exists()))
-            if no_grid:
-                grid_counts.add(0)
         return Ledger(
             images=s.scalar(select(func.count()).select_from(Image).where(Image.status == "ok")),
             screenings=s.scalar(select(func.count()).select_from(Screening)),
@@ -134,7 +127,7 @@ def ledger(env: QueueEnv) -> Ledger:
                 select(JobItem.status, func.count()).group_by(JobItem.status)).all()},
             items_without_image=s.scalar(select(func.count()).select_from(JobItem).where(
                 JobItem.status == "screened", JobItem.image_id.is_(None))),
-            grid_cells=grid_counts,
+            grid_cells={int(n) for n in s.scalars(select(grid.c.n).distinct())},
             rois={int(n) for n in s.scalars(select(rois.c.n).distinct())},
             jobs={j.id: str(j.status) for j in s.scalars(select(Job))},
         )
