@@ -33,6 +33,7 @@ from tests.reliability.harness import (
     assert_each_screened_once,
     enqueue_vendor,
     upload_images,
+    wait_for,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -136,6 +137,8 @@ def test_dropped_connections_retry_and_never_show_half_a_screening(rel_env, s3_e
         terminator.start()
         try:
             done = _wait_job(spared_url, job, 240, worker)
+            polls = reader.polls  # let the reader look once more, after the last write
+            wait_for(lambda: reader.polls >= polls + 2 or not reader.is_alive(), 30, "a last snapshot")
         finally:
             terminator.stop.set()
             terminator.join(10)
