@@ -153,7 +153,7 @@ def main() -> None:
         ("whole queue: enqueue -> Redis -> worker -> S3 -> screen -> PostgreSQL, wall per image", per_image),
         ("  in the worker: detector forward (batch of 8, per image)", stages["detect"]),
         ("  in the worker: analysis (faces, regions, ROIs)", stages["analyse"]),
-        ("  in the worker: overlay (render, PNG, upload to S3)", stages["overlay"]),
+        ("  in the worker: overlay (render, JPEG, upload to S3)", stages["overlay"]),
         ("  in the worker: read from S3 + decode", stages["decode"]),
         ("queue + store + database = wall - (detector + analysis + overlay)", overhead),
     ]

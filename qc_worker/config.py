@@ -295,7 +295,10 @@ class Settings(BaseSettings):
         default=1, ge=1, description="Tasks a worker process reserves ahead (1 for GPU workers)."
     )
     retry_max: int = Field(
-        default=8, ge=0, description="Retries of a task after a transient failure (S3, database, Redis)."
+        default=12,
+        ge=0,
+        description="Retries of a task after a transient failure (S3, database, Redis); with back-off "
+        "doubling from 1 s and capped at retry_backoff_max_s, 12 retries ride out about 35 minutes.",
     )
     retry_backoff_max_s: int = Field(
         default=600, ge=1, description="Cap of the exponential back-off between retries, in seconds."
@@ -484,6 +487,13 @@ class Settings(BaseSettings):
         if self.task_time_limit_s * 2 > self.visibility_timeout_s:
             raise ValueError(
                 f"QC_TASK_TIME_LIMIT_S ({self.task_time_limit_s}) must be at most half of "
+                f"QC_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s})"
+            )
+        # A retry waits in the worker, unacknowledged, until its countdown (jittered up to
+        # 1.5x the cap) ends: longer than the visibility timeout and Redis hands it out twice.
+        if self.retry_backoff_max_s * 1.5 >= self.visibility_timeout_s:
+            raise ValueError(
+                f"QC_RETRY_BACKOFF_MAX_S ({self.retry_backoff_max_s}) x 1.5 must stay below "
                 f"QC_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s})"
             )
         return self

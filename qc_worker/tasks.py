@@ -101,11 +101,11 @@ def _run(
             if not flows.is_transient(exc):
                 log.exception("%s failed", task.name)
                 if not chunk or retries >= settings.retry_max:
-                    give_up(f"internal error: {reason}")
+                    _give_up(task, give_up, f"internal error: {reason}")
                     raise
             if retries >= settings.retry_max:
                 log.error("%s gave up after %d retries: %s", task.name, retries, reason)
-                give_up(f"gave up after {retries} retries: {reason}")
+                _give_up(task, give_up, f"gave up after {retries} retries: {reason}")
                 return None
             countdown = min(settings.retry_backoff_max_s, 2 ** retries) * (0.5 + random.random())
             log.warning("%s: transient failure (%s); retry %d in %.1f s", task.name, reason, retries + 1, countdown)
@@ -113,6 +113,19 @@ def _run(
             raise task.retry(exc=exc, countdown=countdown, max_retries=settings.retry_max) from exc
         finally:
             metrics.record_task(task.name, state, time.perf_counter() - t0)
+
+
+def _give_up(task: Task, give_up: Callable[[str], None], reason: str) -> None:
+    """Record the give-up; if that needs a database that is still down, keep the message
+    (retry at the back-off cap, without limit) rather than let the job wait forever."""
+    try:
+        give_up(reason)
+    except Exception as exc:
+        if not flows.is_transient(exc):
+            raise
+        cap = get_settings().retry_backoff_max_s
+        log.error("%s: cannot record the give-up (%s); trying again in %d s", task.name, exc, cap)
+        raise task.retry(exc=exc, countdown=cap, max_retries=None) from exc
 
 
 @app.task(bind=True, name="qc.extract_frames")

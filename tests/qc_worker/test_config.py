@@ -208,3 +208,13 @@ def test_nothing_else_reads_the_environment():
     assert not offenders, "read settings through qc_worker.config instead:\n" + "\n".join(
         offenders
     )
+
+
+def test_task_limits_must_fit_inside_the_visibility_timeout():
+    """Redis redelivers what is unacknowledged after the visibility timeout: a task, or a
+    retry waiting out its countdown, must end well before it."""
+    with pytest.raises(ValidationError, match="QC_TASK_TIME_LIMIT_S"):
+        Settings(_env_file=None, visibility_timeout_s=600, task_time_limit_s=400)
+    with pytest.raises(ValidationError, match="QC_RETRY_BACKOFF_MAX_S"):
+        Settings(_env_file=None, visibility_timeout_s=600, task_time_limit_s=300, retry_backoff_max_s=400)
+    assert Settings(_env_file=None, visibility_timeout_s=600, task_time_limit_s=300, retry_backoff_max_s=300)

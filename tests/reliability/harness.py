@@ -29,8 +29,9 @@ from tests.workers import QueueEnv
 #: A random-init U-Net small enough that screening a 128 px image costs milliseconds.
 TINY = ModelConfig(encoder="resnet18", decoder_channels=(32, 16, 16, 8, 8))
 #: The shortest redelivery Settings allows: Redis hands an unacknowledged message to
-#: another worker after 60 s; every task's hard limit is at most half of that.
-QUICK_REDELIVERY = {"QC_VISIBILITY_TIMEOUT_S": "60", "QC_TASK_TIME_LIMIT_S": "30"}
+#: another worker after 60 s; every task's hard limit is at most half of that, and a
+#: retry's longest wait (1.5x the back-off cap) ends before it.
+QUICK_REDELIVERY = {"QC_VISIBILITY_TIMEOUT_S": "60", "QC_TASK_TIME_LIMIT_S": "30", "QC_RETRY_BACKOFF_MAX_S": "30"}
 #: Grid cells per screening (Settings.regions 3 x 3, always stored) and ROIs (one per aspect).
 GRID_CELLS = 9
 ROI_ASPECTS = 4
