@@ -10,7 +10,7 @@ import time
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from qc_worker import flows, tasks
+from qc_worker import flows
 from qc_worker.storage import StorageError, TransientStorageError
 
 
