@@ -160,3 +160,33 @@ def redis_prefix() -> Iterator[str]:
     if keys:
         client.delete(*keys)
     client.close()
+
+
+# --- isolated deployments for real-worker tests ----------------------------------------------
+@pytest.fixture
+def make_env(pg_databases, redis_prefix, tmp_path):
+    """``make(s3_url, bucket, **fields)``: a migrated, isolated deployment (own database,
+    Redis key prefix, local root) on the given S3 endpoint; databases dropped afterwards."""
+    from qc_worker.db.migrate import upgrade
+    from tests.workers import QueueEnv
+
+    create, drop = pg_databases
+    made: list[str] = []
+
+    def make(s3_url: str, bucket: str, **fields):
+        url = create()
+        made.append(url)
+        upgrade(url)
+        root = tmp_path / f"root{len(made)}"
+        root.mkdir()
+        return QueueEnv(db_url=url, redis_prefix=redis_prefix, s3_url=s3_url, bucket=bucket, root=root, **fields)
+
+    yield make
+    for url in made:
+        drop(url)
+
+
+@pytest.fixture
+def queue_env(make_env, s3_endpoint, s3_bucket):
+    """One deployment on the session's S3 endpoint and a fresh bucket."""
+    return make_env(s3_endpoint.url, s3_bucket)

@@ -9,6 +9,7 @@ their QC_ environment, and can be stopped gracefully or killed with SIGKILL.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,17 +19,36 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from qc_worker.config import Settings
 from qc_worker.db.engine import make_engine, make_sessionmaker
 from qc_worker.db.models import Job
+from qc_worker.detector.checkpoint import save_checkpoint
+from qc_worker.detector.model import BlurDetector, ModelConfig
 from qc_worker.jobs import FINAL
 from tests.conftest import REDIS_URL, S3_ACCESS_KEY, S3_SECRET_KEY
 
 REPO = Path(__file__).resolve().parents[1]
 READY_TIMEOUT_S = 120
+#: A random-init U-Net small enough that screening a 128 px image costs milliseconds.
+TINY = ModelConfig(encoder="resnet18", decoder_channels=(32, 16, 16, 8, 8))
+
+
+def tiny_checkpoint(path: Path, seed: int = 0) -> Path:
+    """A real checkpoint of the tiny model (random weights; the seed makes a new version)."""
+    torch.manual_seed(seed)
+    save_checkpoint(path, BlurDetector(TINY).eval(), thresholds={"pixel": 0.5})
+    return path
+
+
+def job_ids(output: str) -> list[int]:
+    """The job ids `qc enqueue` / `qc rescan` printed."""
+    match = re.search(r"job\(s\): ([\d, ]+)|job (\d+)", output)
+    assert match, output
+    return [int(x) for x in (match.group(1) or match.group(2)).replace(",", " ").split()]
 
 
 @dataclass

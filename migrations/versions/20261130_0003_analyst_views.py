@@ -319,7 +319,7 @@ def view_sql(name: str, dialect: str) -> str:
 def upgrade() -> None:
     dialect = _dialect()
     if dialect not in _WEEK:
-        raise NotImplementedError(f"analyst views for dialect {dialect!r}")
+        raise RuntimeError(f"the analyst views are written for PostgreSQL and SQLite, not {dialect!r}")
     for name, table, columns in INDEXES:
         op.create_index(op.f(name), table, columns)
     for name, (_, comment) in VIEWS.items():

@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 from sqlalchemy import select
 
 from qc_worker import flows, jobs
@@ -15,9 +14,8 @@ from qc_worker.config import Settings
 from qc_worker.db.engine import make_engine, make_sessionmaker
 from qc_worker.db.migrate import upgrade
 from qc_worker.db.models import JobItem, JobKind, JobStatus
-from qc_worker.detector.checkpoint import save_checkpoint
-from qc_worker.detector.model import BlurDetector, ModelConfig
 from qc_worker.storage import LocalStore, RoutingStore, StorageError
+from tests.workers import tiny_checkpoint
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "images"
 
@@ -40,10 +38,7 @@ def _no_s3():
 def ctx(tmp_path) -> flows.WorkerContext:
     url = f"sqlite:///{tmp_path / 'qc.db'}"
     upgrade(url)
-    torch.manual_seed(0)
-    model = tmp_path / "tiny.safetensors"
-    save_checkpoint(model, BlurDetector(ModelConfig(encoder="resnet18", decoder_channels=(32, 16, 16, 8, 8))).eval(),
-                    thresholds={"pixel": 0.5})
+    model = tiny_checkpoint(tmp_path / "tiny.safetensors")
     settings = Settings(_env_file=None, database_url=url, model_path=model, device="cpu", local_root=tmp_path,
                         write_overlays=False, batch_size=8)
     return flows.WorkerContext(settings, make_sessionmaker(make_engine(url)),

@@ -10,45 +10,19 @@ twice, or its message delivered twice, leaves no duplicate rows.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import torch
 from sqlalchemy import func, select
 
 from qc_worker.celery_app import make_celery
-from qc_worker.db.migrate import upgrade
 from qc_worker.db.models import Image, Job, JobItem, JobStatus, ModelVersion, Screening
-from qc_worker.detector.checkpoint import save_checkpoint
-from qc_worker.detector.model import BlurDetector, ModelConfig
 from tests.qc_worker.videos import PORTRAITS, SAMPLES, make_title_video, segment_kind
 from tests.conftest import free_port
-from tests.workers import QueueEnv
+from tests.workers import QueueEnv, job_ids, tiny_checkpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-TINY = ModelConfig(encoder="resnet18", decoder_channels=(32, 16, 16, 8, 8))
-
-
-@pytest.fixture
-def queue_env(pg_databases, redis_prefix, s3_endpoint, s3_bucket, tmp_path) -> Iterator[QueueEnv]:
-    create, drop = pg_databases
-    url = create()
-    upgrade(url)
-    root = tmp_path / "root"
-    root.mkdir()
-    yield QueueEnv(db_url=url, redis_prefix=redis_prefix, s3_url=s3_endpoint.url, bucket=s3_bucket, root=root)
-    drop(url)
-
-
-def _job_ids(output: str) -> list[int]:
-    match = re.search(r"job\(s\): ([\d, ]+)|job (\d+)", output)
-    assert match, output
-    return [int(x) for x in (match.group(1) or match.group(2)).replace(",", " ").split()]
 
 
 def _metrics(port: int) -> dict[tuple[str, tuple], float]:
@@ -58,12 +32,6 @@ def _metrics(port: int) -> dict[tuple[str, tuple], float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}
-
-
-def _tiny_checkpoint(path: Path, seed: int) -> Path:
-    torch.manual_seed(seed)
-    save_checkpoint(path, BlurDetector(TINY).eval(), thresholds={"pixel": 0.5})
-    return path
 
 
 def _counts(env: QueueEnv) -> dict[str, int]:
@@ -90,7 +58,7 @@ def test_title_job_samples_uploads_and_screens_the_video(queue_env: QueueEnv, s3
     )
     enqueued = env.qc("enqueue", "titles", str(catalog))
     assert "skipped" in enqueued.stderr and "line 3" in enqueued.stderr
-    [job_id] = _job_ids(enqueued.stdout)
+    [job_id] = job_ids(enqueued.stdout)
     # The same job's message delivered a second time (as Redis does after a lost worker).
     celery = make_celery(env.settings())
     celery.send_task("qc.extract_frames", args=[job_id])
@@ -101,7 +69,7 @@ def test_title_job_samples_uploads_and_screens_the_video(queue_env: QueueEnv, s3
         assert job.status == JobStatus.DONE, (job.error, worker.log()[-3000:])
         first = _counts(env)
         # Running the same title again: a new job, the same thumbnails, no new rows.
-        [job2_id] = _job_ids(env.qc("enqueue", "titles", str(catalog)).stdout)
+        [job2_id] = job_ids(env.qc("enqueue", "titles", str(catalog)).stdout)
         [job2] = env.wait_jobs([job2_id], worker=worker)
         assert job2.status == JobStatus.DONE
         assert _counts(env) == first
@@ -136,10 +104,10 @@ def test_vendor_job_with_a_corrupt_file_ends_partially_failed(queue_env: QueueEn
     s3.put_object(Bucket=env.bucket, Key="incoming/acme/broken.jpg", Body=good[: len(good) // 3])
     local = env.root / "local-art.jpg"  # a local file inside the worker's root
     shutil.copy(PORTRAITS[2], local)
-    model = _tiny_checkpoint(tmp_path / "tiny.safetensors", 0)
+    model = tiny_checkpoint(tmp_path / "tiny.safetensors", 0)
     out = env.qc("enqueue", "submission", "--vendor", "acme", f"s3://{env.bucket}/incoming/acme/",
                  f"s3://{env.bucket}/incoming/missing.jpg", str(local), "/etc/passwd")
-    [job_id] = _job_ids(out.stdout)
+    [job_id] = job_ids(out.stdout)
     port = free_port()
     with env.worker(QC_MODEL_PATH=str(model), QC_METRICS_PORT=str(port), QC_LOG_FORMAT="json") as worker:
         [job] = env.wait_jobs([job_id], worker=worker)
@@ -171,20 +139,20 @@ def test_rescan_after_a_new_model_screens_every_image_once_and_yields(queue_env:
     names = ["coffee.jpg", "chelsea.jpg", "rocket.jpg", *(p.name for p in PORTRAITS)]
     for name in names:
         s3.upload_file(str(SAMPLES / name), env.bucket, f"art/{name}")
-    model_a = _tiny_checkpoint(tmp_path / "a.safetensors", 1)
-    model_b = _tiny_checkpoint(tmp_path / "b.safetensors", 2)
-    [first] = _job_ids(env.qc("enqueue", "submission", "--vendor", "v1", f"s3://{env.bucket}/art/").stdout)
+    model_a = tiny_checkpoint(tmp_path / "a.safetensors", 1)
+    model_b = tiny_checkpoint(tmp_path / "b.safetensors", 2)
+    [first] = job_ids(env.qc("enqueue", "submission", "--vendor", "v1", f"s3://{env.bucket}/art/").stdout)
     with env.worker(QC_MODEL_PATH=str(model_a)) as worker:
         env.wait_jobs([first], worker=worker)
 
     # New model: a rescan is queued *before* a new vendor job; the worker serves the vendor
     # queue first, and the rescan covers exactly the images model B has not seen.
     s3.upload_file(str(SAMPLES / "astronaut.jpg"), env.bucket, "late/astronaut.jpg")
-    [rescan] = _job_ids(env.qc("rescan", "--model", str(model_b)).stdout)
-    [vendor] = _job_ids(env.qc("enqueue", "submission", "--vendor", "v2", f"s3://{env.bucket}/late/").stdout)
+    [rescan] = job_ids(env.qc("rescan", "--model", str(model_b)).stdout)
+    [vendor] = job_ids(env.qc("enqueue", "submission", "--vendor", "v2", f"s3://{env.bucket}/late/").stdout)
     with env.worker(QC_MODEL_PATH=str(model_b)) as worker:
         jobs = env.wait_jobs([rescan, vendor], worker=worker)
-        [again] = _job_ids(env.qc("rescan", "--model", str(model_b)).stdout)
+        [again] = job_ids(env.qc("rescan", "--model", str(model_b)).stdout)
         [repeat] = env.wait_jobs([again], worker=worker)
         # Beat's nightly task makes a rescan job for the worker's own model and plans it.
         celery = make_celery(env.settings())

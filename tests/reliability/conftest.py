@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from qc_worker.db.migrate import upgrade
 from tests.reliability.harness import tiny_checkpoint
 from tests.workers import QueueEnv
 
@@ -45,26 +44,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors", seed=7)
-
-
-@pytest.fixture
-def make_env(pg_databases, redis_prefix, tmp_path):
-    """``make(s3_url, bucket, **fields)``: a migrated, isolated deployment (own database,
-    Redis key prefix, local root) on the given S3 endpoint; databases dropped afterwards."""
-    create, drop = pg_databases
-    made: list[str] = []
-
-    def make(s3_url: str, bucket: str, **fields) -> QueueEnv:
-        url = create()
-        made.append(url)
-        upgrade(url)
-        root = tmp_path / f"root{len(made)}"
-        root.mkdir()
-        return QueueEnv(db_url=url, redis_prefix=redis_prefix, s3_url=s3_url, bucket=bucket, root=root, **fields)
-
-    yield make
-    for url in made:
-        drop(url)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ Every check here reads the database the real workers wrote; nothing is mocked.
 
 from __future__ import annotations
 
-import re
 import signal
 import subprocess
 import threading
@@ -18,16 +17,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 from sqlalchemy import func, select, text
 
 from qc_worker.db.models import BlurRegion, CropRoi, Image, Job, JobItem, Screening
-from qc_worker.detector.checkpoint import save_checkpoint
-from qc_worker.detector.model import BlurDetector, ModelConfig
-from tests.workers import QueueEnv
+from tests.workers import TINY, QueueEnv, job_ids, tiny_checkpoint  # noqa: F401  (re-exported to the suite)
 
-#: A random-init U-Net small enough that screening a 128 px image costs milliseconds.
-TINY = ModelConfig(encoder="resnet18", decoder_channels=(32, 16, 16, 8, 8))
 #: The shortest redelivery Settings allows: Redis hands an unacknowledged message to
 #: another worker after 60 s; every task's hard limit is at most half of that, and a
 #: retry's longest wait (1.5x the back-off cap) ends before it.
@@ -35,12 +29,6 @@ QUICK_REDELIVERY = {"QC_VISIBILITY_TIMEOUT_S": "60", "QC_TASK_TIME_LIMIT_S": "30
 #: Grid cells per screening (Settings.regions 3 x 3, always stored) and ROIs (one per aspect).
 GRID_CELLS = 9
 ROI_ASPECTS = 4
-
-
-def tiny_checkpoint(path: Path, seed: int = 0) -> Path:
-    torch.manual_seed(seed)
-    save_checkpoint(path, BlurDetector(TINY).eval(), thresholds={"pixel": 0.5})
-    return path
 
 
 # --- images ------------------------------------------------------------------------------
@@ -80,12 +68,6 @@ def upload_images(client, bucket: str, prefix: str, count: int, *, seed: int = 0
 
     with ThreadPoolExecutor(threads) as pool:
         return list(pool.map(put, images))
-
-
-def job_ids(output: str) -> list[int]:
-    match = re.search(r"job\(s\): ([\d, ]+)|job (\d+)", output)
-    assert match, output
-    return [int(x) for x in (match.group(1) or match.group(2)).replace(",", " ").split()]
 
 
 def enqueue_vendor(env: QueueEnv, vendor: str, *uris: str, **overrides: str) -> int:

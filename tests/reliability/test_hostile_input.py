@@ -46,52 +46,31 @@ import re
 import shutil
 import struct
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-import torch
 from PIL import Image as PILImage
 from sqlalchemy import select
 
-from qc_worker.db.migrate import upgrade
 from qc_worker.db.models import Image, ImageStatus, Job, JobItem, JobItemStatus, JobStatus, Screening, Title
-from qc_worker.detector.checkpoint import save_checkpoint
-from qc_worker.detector.model import BlurDetector, ModelConfig
 from tests.qc_worker.test_image_fuzz_findings import gif_dispose_bomb, rational_strip_tiff
-from tests.workers import QueueEnv
+from tests.workers import QueueEnv, job_ids
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "images"
-TINY = ModelConfig(encoder="resnet18", decoder_channels=(32, 16, 16, 8, 8))
 #: Signs in a worker log that a pool process died or a task blew up.
 CRASH_SIGNS = ("Traceback", "WorkerLostError", "exited prematurely", "Process 'ForkPoolWorker", "signal 9",
                "SIGSEGV", "MemoryError", "Unrecoverable error")
 
 
 # --- fixtures (this module's own: the suite's conftest belongs to the other tests) -----------
-@pytest.fixture(scope="module")
-def hostile_model(tmp_path_factory) -> Path:
-    torch.manual_seed(11)
-    path = tmp_path_factory.mktemp("hostile-model") / "tiny.safetensors"
-    save_checkpoint(path, BlurDetector(TINY).eval(), thresholds={"pixel": 0.5})
-    return path
-
-
 @pytest.fixture
-def hostile_env(pg_databases, redis_prefix, s3_endpoint, s3_bucket, tmp_path, hostile_model) -> Iterator[QueueEnv]:
-    create, drop = pg_databases
-    url = create()
-    upgrade(url)
-    root = tmp_path / "root"
-    root.mkdir()
-    env = QueueEnv(db_url=url, redis_prefix=redis_prefix, s3_url=s3_endpoint.url, bucket=s3_bucket, root=root)
-    env.extra.update({"QC_MODEL_PATH": str(hostile_model), "OMP_NUM_THREADS": "1"})
-    yield env
-    drop(url)
+def hostile_env(queue_env: QueueEnv, tiny_model: Path) -> QueueEnv:
+    queue_env.extra.update({"QC_MODEL_PATH": str(tiny_model), "OMP_NUM_THREADS": "1"})
+    return queue_env
 
 
 # --- payloads --------------------------------------------------------------------------------
@@ -193,13 +172,6 @@ def undecodable_video(good: Path, out: Path) -> Path:
     return out
 
 
-def _job_ids(output: str) -> list[int]:
-    match = re.search(r"job\(s\): ([\d, ]+)|job (\d+)", output)
-    assert match, output
-    return [int(x) for x in (match.group(1) or match.group(2)).replace(",", " ").split()]
-
-
-# --- the test ----------------------------------------------------------------------------------
 def test_hostile_input_is_recorded_and_the_worker_and_the_batch_go_on(hostile_env: QueueEnv, s3_endpoint,
                                                                        tmp_path):
     env = hostile_env
@@ -235,7 +207,7 @@ def test_hostile_input_is_recorded_and_the_worker_and_the_batch_go_on(hostile_en
         f"s3://{bucket}/vendor/../../other-bucket/x.jpg": "'..' would leave the bucket or root",
     }
     out = env.qc("enqueue", "submission", "--vendor", "hostile", f"s3://{bucket}/vendor/", *local, *traversal)
-    [vendor_job] = _job_ids(out.stdout)
+    [vendor_job] = job_ids(out.stdout)
 
     # Videos and the catalog that names them, with malformed rows among the good ones.
     good_video = write_video(tmp_path / "good.mp4", [21, 22])
@@ -262,7 +234,7 @@ def test_hostile_input_is_recorded_and_the_worker_and_the_batch_go_on(hostile_en
     skipped = {int(n) for n in re.findall(r"skipped \S*catalog\.csv line (\d+):", stderr)}
     assert skipped == {3, 4, 5, 6, 8, 9}, enqueued.stderr
     assert "skipped 6 bad row(s)" in enqueued.stdout
-    title_jobs = _job_ids(enqueued.stdout)
+    title_jobs = job_ids(enqueued.stdout)
     assert len(title_jobs) == 4
 
     with env.worker() as worker:
@@ -270,7 +242,7 @@ def test_hostile_input_is_recorded_and_the_worker_and_the_batch_go_on(hostile_en
         # The worker survived all of it: same process, and a normal job afterwards completes.
         assert worker.proc.poll() is None
         s3.upload_file(str(SAMPLES / "portrait_A000069.jpg"), bucket, "after/portrait.jpg")
-        [after] = _job_ids(env.qc("enqueue", "submission", "--vendor", "after", f"s3://{bucket}/after/").stdout)
+        [after] = job_ids(env.qc("enqueue", "submission", "--vendor", "after", f"s3://{bucket}/after/").stdout)
         [after_job] = env.wait_jobs([after], worker=worker, timeout=120)
         assert after_job.status == JobStatus.DONE
         assert worker.proc.poll() is None

@@ -30,51 +30,25 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-import torch
 from kombu import Connection, Producer
 from sqlalchemy import MetaData, create_engine, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from qc_worker.celery_app import make_celery
-from qc_worker.db.migrate import upgrade
 from qc_worker.db.models import JobStatus
-from qc_worker.detector.checkpoint import save_checkpoint
-from qc_worker.detector.model import BlurDetector, ModelConfig
 from qc_worker.storage import LocalStore, StorageError, split_s3_uri
-from tests.workers import QueueEnv
+from tests.workers import QueueEnv, job_ids
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "samples" / "images"
-TINY = ModelConfig(encoder="resnet18", decoder_channels=(32, 16, 16, 8, 8))
 
 
 # --- fixtures (this module's own) ------------------------------------------------------------
-@pytest.fixture(scope="module")
-def security_model(tmp_path_factory) -> Path:
-    torch.manual_seed(5)
-    path = tmp_path_factory.mktemp("security-model") / "tiny.safetensors"
-    save_checkpoint(path, BlurDetector(TINY).eval(), thresholds={"pixel": 0.5})
-    return path
-
-
 @pytest.fixture
-def security_env(pg_databases, redis_prefix, s3_endpoint, s3_bucket, tmp_path, security_model) -> Iterator[QueueEnv]:
-    create, drop = pg_databases
-    url = create()
-    upgrade(url)
-    root = tmp_path / "root"
-    root.mkdir()
-    env = QueueEnv(db_url=url, redis_prefix=redis_prefix, s3_url=s3_endpoint.url, bucket=s3_bucket, root=root)
-    env.extra.update({"QC_MODEL_PATH": str(security_model), "OMP_NUM_THREADS": "1"})
-    yield env
-    drop(url)
-
-
-def _job_ids(output: str) -> list[int]:
-    match = re.search(r"job\(s\): ([\d, ]+)|job (\d+)", output)
-    assert match, output
-    return [int(x) for x in (match.group(1) or match.group(2)).replace(",", " ").split()]
+def security_env(queue_env: QueueEnv, tiny_model: Path) -> QueueEnv:
+    queue_env.extra.update({"QC_MODEL_PATH": str(tiny_model), "OMP_NUM_THREADS": "1"})
+    return queue_env
 
 
 # --- 1. pickle on the queue ------------------------------------------------------------------
@@ -133,7 +107,7 @@ def test_a_pickle_message_is_refused_and_the_worker_goes_on(security_env: QueueE
         # A normal job afterwards is served as usual.
         s3 = s3_endpoint.client()
         s3.upload_file(str(SAMPLES / "coffee.jpg"), env.bucket, "after/coffee.jpg")
-        [job_id] = _job_ids(env.qc("enqueue", "submission", "--vendor", "v", f"s3://{env.bucket}/after/").stdout)
+        [job_id] = job_ids(env.qc("enqueue", "submission", "--vendor", "v", f"s3://{env.bucket}/after/").stdout)
         [job] = env.wait_jobs([job_id], worker=worker, timeout=120)
         assert job.status == JobStatus.DONE
         log = worker.log()
@@ -226,11 +200,11 @@ def test_no_credentials_in_logs_cli_output_or_rows(security_env: QueueEnv, s3_en
 
     qc("config")
     qc("config", "--json")
-    [vendor_job] = _job_ids(qc("enqueue", "submission", "--vendor", "acme", f"s3://{env.bucket}/art/",
+    [vendor_job] = job_ids(qc("enqueue", "submission", "--vendor", "acme", f"s3://{env.bucket}/art/",
                                f"s3://{env.bucket}/art/missing.jpg", "/etc/passwd"))
     catalog = env.root / "catalog.csv"
     catalog.write_text(f"title_id,name,video_uri\nt-1,Missing Video,s3://{env.bucket}/videos/none.mp4\nbad,row\n")
-    [title_job] = _job_ids(qc("enqueue", "titles", str(catalog)))
+    [title_job] = job_ids(qc("enqueue", "titles", str(catalog)))
 
     with env.worker() as worker:
         jobs = env.wait_jobs([vendor_job, title_job], worker=worker, timeout=240)
