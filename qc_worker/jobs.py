@@ -18,7 +18,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import exists, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from qc_worker.db.models import (
@@ -33,16 +32,12 @@ from qc_worker.db.models import (
     Video,
     utcnow,
 )
+from qc_worker.db.writes import dialect_insert
 from qc_worker.pipeline import Outcome, Source
 
 #: Kinds of image source per job kind, as stored in images.source_kind.
 SOURCE_KIND = {"frames": "frame", "vendor": "vendor"}
 FINAL = (JobStatus.DONE, JobStatus.FAILED, JobStatus.PARTIALLY_FAILED)
-
-
-def _insert(session: Session, model: type) -> Any:
-    dialect = session.get_bind(mapper=model).dialect.name
-    return (postgresql if dialect == "postgresql" else sqlite).insert(model)
 
 
 def create_job(
@@ -56,7 +51,7 @@ def create_job(
 
 
 def upsert_title(session: Session, external_id: str, name: str | None) -> Title:
-    stmt = _insert(session, Title).values(external_id=external_id, name=name, created_at=utcnow(), updated_at=utcnow())
+    stmt = dialect_insert(session, Title).values(external_id=external_id, name=name, created_at=utcnow(), updated_at=utcnow())
     stmt = stmt.on_conflict_do_update(
         index_elements=[Title.external_id],
         set_={"name": func.coalesce(stmt.excluded.name, Title.__table__.c.name), "updated_at": stmt.excluded.updated_at},
@@ -67,7 +62,7 @@ def upsert_title(session: Session, external_id: str, name: str | None) -> Title:
 
 def upsert_video(session: Session, uri: str, title_id: int | None, **fields: Any) -> Video:
     values = {"uri": uri, "title_id": title_id, **fields, "created_at": utcnow(), "updated_at": utcnow()}
-    stmt = _insert(session, Video).values(**values)
+    stmt = dialect_insert(session, Video).values(**values)
     stmt = stmt.on_conflict_do_update(
         index_elements=[Video.uri],
         set_={k: getattr(stmt.excluded, k) for k in ("title_id", *fields, "updated_at")},
@@ -98,7 +93,7 @@ def add_items(session: Session, job_id: int, items: Iterable[Mapping[str, Any]])
         for i in items
     ]
     for start in range(0, len(rows), 1000):
-        session.execute(_insert(session, JobItem).on_conflict_do_nothing(index_elements=[JobItem.job_id, JobItem.uri]),
+        session.execute(dialect_insert(session, JobItem).on_conflict_do_nothing(index_elements=[JobItem.job_id, JobItem.uri]),
                         rows[start:start + 1000])
 
 

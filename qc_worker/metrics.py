@@ -33,6 +33,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
 
+from qc_worker.celery_app import QUEUES
 from qc_worker.config import Settings, export_process_variable
 
 if TYPE_CHECKING:
@@ -60,8 +61,6 @@ log = logging.getLogger(__name__)
 
 MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
-#: Celery queues whose depth is reported.
-QUEUES: tuple[str, ...] = ("frames", "vendor", "screen", "rescan")
 #: Stages of one image, as named in ``Outcome.timings``.
 STAGES: tuple[str, ...] = ("decode", "detect", "analyse", "overlay", "store")
 TASK_STATES: tuple[str, ...] = ("succeeded", "retried", "failed")

@@ -53,6 +53,7 @@ from qc_worker.db.models import (
     Title,
     Video,
 )
+from qc_worker.detector.regions import worst_region
 from qc_worker.images import DEFAULT_MAX_PIXELS, ImageError, decode_image
 from qc_worker.storage import StorageError
 
@@ -444,7 +445,7 @@ def _card(e: _Entry, store: Reader, options: ReportOptions) -> tuple[str, bool]:
         bf = scores.get("blurred_fraction")
         if isinstance(bf, (int, float)):
             rows.append(("blurred area", _e(f"{bf:.1%}")))
-        rows.append(("worst region", _e(_worst_text(_worst_region(s.regions, options.face_review_limit)))))
+        rows.append(("worst region", _e(_worst_text(worst_region(s.regions, options.face_review_limit)))))
         rows.append(("face blur", _faces_html(s.regions)))
         reasons = scores.get("reasons") or []
         if isinstance(reasons, list) and reasons:
@@ -654,19 +655,6 @@ def _unsafe_why(best: CropRoi | None) -> str:
     if best.blur_fraction is not None:
         return f"the best has {best.blur_fraction:.0%} blur"
     return "unsafe"
-
-
-def _worst_region(regions: Sequence[BlurRegion], face_review_limit: float) -> BlurRegion | None:
-    """The rule of :mod:`qc_worker.detector.regions`: the most blurred face at least
-    ``face_review_limit`` covered; else the blurred foreground; else the largest component."""
-    faces = [r for r in regions if r.kind == "face" and (r.coverage or 0.0) >= face_review_limit]
-    if faces:
-        return max(faces, key=lambda r: r.coverage or 0.0)
-    for r in regions:
-        if r.kind == "foreground" and r.verdict == "blurred":
-            return r
-    components = [r for r in regions if r.kind == "component"]
-    return max(components, key=lambda r: r.area_fraction or 0.0) if components else None
 
 
 def _worst_text(region: BlurRegion | None) -> str:

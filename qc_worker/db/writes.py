@@ -51,6 +51,7 @@ from qc_worker.db.models import (
 __all__ = [
     "REGION_FIELDS",
     "ROI_FIELDS",
+    "dialect_insert",
     "get_or_create_model_version",
     "record_image_failure",
     "save_screening",
@@ -103,7 +104,7 @@ def get_or_create_model_version(
     checksum = _nonempty_str(checksum, "checksum")
     now = utcnow()
     stmt = (
-        _insert(session, ModelVersion)
+        dialect_insert(session, ModelVersion)
         .values(
             name=name,
             checksum=checksum,
@@ -262,7 +263,7 @@ def save_screening(
     with session.begin_nested():
         now = utcnow()
         values["created_at"] = values["updated_at"] = now
-        stmt = _insert(session, Screening).values(**values)
+        stmt = dialect_insert(session, Screening).values(**values)
         excluded = stmt.excluded
         stmt = stmt.on_conflict_do_update(
             index_elements=[Screening.image_id, Screening.model_version_id],
@@ -280,12 +281,12 @@ def save_screening(
         session.execute(delete(CropRoi).where(CropRoi.screening_id == screening_id))
         if region_rows:
             session.execute(
-                _insert(session, BlurRegion),
+                dialect_insert(session, BlurRegion),
                 [{"screening_id": screening_id, **row} for row in region_rows],
             )
         if roi_rows:
             session.execute(
-                _insert(session, CropRoi),
+                dialect_insert(session, CropRoi),
                 [{"screening_id": screening_id, **row} for row in roi_rows],
             )
     return session.execute(
@@ -297,7 +298,7 @@ def save_screening(
 
 
 # --- internals ---------------------------------------------------------------------------
-def _insert(session: Session, model: type) -> Any:
+def dialect_insert(session: Session, model: type) -> Any:
     """The dialect's INSERT (with ON CONFLICT support) for ``model``."""
     dialect = session.get_bind(mapper=model).dialect.name
     if dialect == "postgresql":
@@ -310,7 +311,7 @@ def _insert(session: Session, model: type) -> Any:
 
 
 def _upsert_image_row(session: Session, values: dict[str, Any]) -> Image:
-    stmt = _insert(session, Image).values(**values)
+    stmt = dialect_insert(session, Image).values(**values)
     excluded = stmt.excluded
     table = Image.__table__.c
 

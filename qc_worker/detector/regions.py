@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 import cv2
 import numpy as np
@@ -61,11 +61,13 @@ __all__ = [
     "grid_regions",
     "image_verdict",
     "semantic_regions",
+    "worst_region",
 ]
 
 RegionKind = Literal["component", "face", "foreground", "grid"]
 RegionVerdict = Literal["blurred", "sharp"]
 ImageVerdict = Literal["pass", "review", "reject"]
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -302,17 +304,21 @@ def grid_regions(
 # --- verdict --------------------------------------------------------------------------
 
 
-def _worst_region(regions: Sequence[Region], config: RegionConfig) -> Region | None:
+def worst_region(regions: Sequence[R], face_review_limit: float) -> R | None:
     """The most blurred face when some face is at least ``face_review_limit`` covered;
-    else the foreground when it is blurred; else the largest blur component; else None."""
-    faces = [r for r in regions if r.kind == "face" and r.coverage >= config.face_review_limit]
+    else the foreground when it is blurred; else the largest blur component; else None.
+
+    Works on :class:`Region` and on anything with the same attributes (the stored
+    ``blur_regions`` rows, whose numbers may be NULL), so reports apply the same rule.
+    """
+    faces = [r for r in regions if r.kind == "face" and (r.coverage or 0.0) >= face_review_limit]
     if faces:
-        return max(faces, key=lambda r: r.coverage)
+        return max(faces, key=lambda r: r.coverage or 0.0)
     for r in regions:
         if r.kind == "foreground" and r.verdict == "blurred":
             return r
     components = [r for r in regions if r.kind == "component"]
-    return max(components, key=lambda r: r.area_fraction) if components else None
+    return max(components, key=lambda r: r.area_fraction or 0.0) if components else None
 
 
 def image_verdict(
@@ -386,5 +392,5 @@ def analyse_regions(
         *grid_regions(prob, intensity, threshold, config, _blurred=blurred),
     ]
     verdict, score, reasons = image_verdict(regions, blurred_fraction, config)
-    worst = _worst_region(regions, config)
+    worst = worst_region(regions, config.face_review_limit)
     return RegionReport(tuple(regions), verdict, worst, blurred_fraction, score, reasons)
