@@ -132,6 +132,34 @@ class FaceConfig(BaseModel):
 
 
 
+class ObservableConfig(BaseModel):
+    """Where motion blur can be seen at all (:mod:`qc_worker.detector.observable`).
+
+    Blur leaves no trace where the sharp content has no texture (a plain sky, flat skin, a
+    white wall), so such pixels are neither blurred nor sharp: training leaves them out of
+    the mask losses and screening computes every blurred share over observable pixels only.
+    The rule is the mean gradient magnitude of the grey image over a window: motion blur
+    spreads an edge's gradient along the motion but keeps its total (for windows wider than
+    the smear), so the same rule gives about the same map before and after blurring.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    window: int = Field(
+        15, ge=3, le=255, description="Side (px) of the box the gradient magnitude is averaged over."
+    )
+    min_gradient: float = Field(
+        0.008, ge=0.0, le=1.0,
+        description="Mean gradient magnitude (grey levels in [0, 1] per pixel) from which a "
+        "pixel is observable; a single edge of contrast 0.12 across the window reaches it.",
+    )
+    min_observable_fraction: float = Field(
+        0.02, ge=0.0, le=1.0,
+        description="A region or image with fewer observable pixels than this share of its own "
+        "counts as having no blur evidence (coverage 0).",
+    )
+
+
 class RegionConfig(BaseModel):
     """Thresholds of the region statistics and of the image verdict (see the module doc)."""
 
@@ -404,6 +432,9 @@ class Settings(BaseSettings):
     )
     faces: FaceConfig = Field(default_factory=FaceConfig, description="Face detection.")
     regions: RegionConfig = Field(default_factory=RegionConfig, description="Region and image verdicts.")
+    observable: ObservableConfig = Field(
+        default_factory=ObservableConfig, description="Where blur can be seen (textured pixels)."
+    )
     roi: RoiConfig = Field(default_factory=RoiConfig, description="Crop-safe ROI search.")
 
     # --- validation -----------------------------------------------------------------

@@ -25,9 +25,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from qc_worker.config import Settings
 from qc_worker.db.writes import get_or_create_model_version, record_image_failure, save_screening, upsert_image
-from qc_worker.detector.faces import detect_faces, salient_foreground
-from qc_worker.detector.regions import analyse_regions
-from qc_worker.detector.roi import crop_safe_rois
+from qc_worker.detector.faces import Box, Foreground, detect_faces, salient_foreground
+from qc_worker.detector.observable import observable_map
+from qc_worker.detector.regions import RegionReport, analyse_regions
+from qc_worker.detector.roi import Roi, crop_safe_rois
 from qc_worker.images import ImageError, decode_image
 from qc_worker.overlay import encode_overlay, render_overlay
 from qc_worker.storage import LocalStore, Store, StorageError, TransientStorageError
@@ -87,6 +88,45 @@ class Outcome:
             "worst_region": self.worst_region, "regions": self.regions, "rois": self.rois, "overlay": self.overlay,
             "timings": self.timings, "image_id": self.image_id,
         }
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Everything screening reads off one image's maps, before anything is stored."""
+
+    report: RegionReport
+    rois: list[Roi]
+    observable: np.ndarray
+
+
+def find_subjects(rgb: np.ndarray, settings: Settings) -> tuple[list[Box], Foreground | None]:
+    """Faces and the salient foreground: what the verdict weighs most."""
+    faces = detect_faces(rgb, settings.faces)
+    return faces, salient_foreground(rgb, faces)
+
+
+def analyse_image(
+    rgb: np.ndarray,
+    prob: np.ndarray,
+    inten: np.ndarray,
+    threshold: float,
+    settings: Settings,
+    subjects: tuple[list[Box], Foreground | None] | None = None,
+) -> Analysis:
+    """Regions, verdict and crop-safe ROIs of one image from its detector maps.
+
+    Shares of blur are taken over textured pixels only, so a plain sky is never a reason to
+    review or reject. Calibration (``qc-train calibrate``) calls this with many thresholds
+    on the same maps; ``subjects`` lets it find the faces once.
+    """
+    faces, fg = subjects if subjects is not None else find_subjects(rgb, settings)
+    observable = observable_map(rgb, settings.observable)
+    min_obs = settings.observable.min_observable_fraction
+    report = analyse_regions(prob, inten, threshold, faces=faces, foreground=fg, config=settings.regions,
+                             observable=observable, min_observable_fraction=min_obs)
+    rois = crop_safe_rois(prob, threshold, faces=faces, foreground=fg, config=settings.roi,
+                          observable=observable, min_observable_fraction=min_obs)
+    return Analysis(report, rois, observable)
 
 
 @dataclass
@@ -188,10 +228,8 @@ class Screener:
     def _finish(self, d: _Decoded, prob: np.ndarray, inten: np.ndarray, timings: dict[str, float]) -> Outcome:
         s = self.settings
         t0 = time.perf_counter()
-        faces = detect_faces(d.rgb, s.faces)
-        fg = salient_foreground(d.rgb, faces)
-        report = analyse_regions(prob, inten, self.threshold, faces=faces, foreground=fg, config=s.regions)
-        rois = crop_safe_rois(prob, self.threshold, faces=faces, foreground=fg, config=s.roi)
+        analysis = analyse_image(d.rgb, prob, inten, self.threshold, s)
+        report, rois, observable = analysis.report, analysis.rois, analysis.observable
         timings["analyse"] = time.perf_counter() - t0
         regions = [r.to_dict() for r in report.regions]
         roi_dicts = [r.to_dict() for r in rois]
@@ -199,12 +237,12 @@ class Screener:
         if self.overlay_store is not None:
             t1 = time.perf_counter()
             name = f"{self.overlay_prefix}{PurePosixPath(d.source.uri).stem}-{d.sha256[:10]}.overlay.jpg"
-            data = encode_overlay(render_overlay(d.rgb, prob, regions, roi_dicts))
+            data = encode_overlay(render_overlay(d.rgb, np.where(observable, prob, 0.0), regions, roi_dicts))
             overlay = self.overlay_store.write(name, data, "image/jpeg")
             timings["overlay"] = time.perf_counter() - t1
         h, w = d.rgb.shape[:2]
         scores = {"score": report.score, "blurred_fraction": report.blurred_fraction,
-                  "max_probability": float(prob.max()), "threshold": self.threshold, "reasons": list(report.reasons)}
+                  "max_probability": float(prob[observable].max(initial=0.0)), "threshold": self.threshold, "reasons": list(report.reasons)}
         t2 = time.perf_counter()
         with self.sessions.begin() as session:
             image = upsert_image(session, d.source.uri, d.sha256, w, h, **d.source.image_fields())

@@ -13,9 +13,17 @@ Regions (all boxes ``(x0, y0, x1, y1)``, exclusive ends, image pixels):
 * ``foreground``: the salient foreground's pixels (its mask when it has one, else its box).
 * ``grid``: the cells of a ``grid_rows`` x ``grid_cols`` grid over the image.
 
+Blur can only be seen where there is texture (:mod:`qc_worker.detector.observable`). When
+the caller passes the ``observable`` map, a pixel is blurred only where it is also
+observable, and every share is taken over observable pixels: a face whose textured half
+is blurred has coverage 0.5 whether or not its cheeks are flat, and a plain sky is never a
+reason to review or reject. A region (or image) whose observable pixels are fewer than
+``min_observable_fraction`` of its own has no blur evidence: coverage 0.
+
 Each region reports ``area_fraction`` (its pixels / image pixels), ``coverage`` (the
-fraction of its pixels that are blurred; 1.0 for a component), ``mean_probability`` (over
-all its pixels), ``mean_intensity`` (over its *blurred* pixels, 0.0 when it has none) and a
+fraction of its observable pixels that are blurred; 1.0 for a component),
+``mean_probability`` (over its observable pixels), ``mean_intensity`` (over its *blurred*
+pixels, 0.0 when it has none) and a
 verdict: ``blurred`` when ``coverage >= `` the limit of its kind (``face_blur_limit``,
 much lower than ``foreground_blur_limit`` and ``grid_blur_limit``; components are always
 blurred), else ``sharp``.
@@ -52,6 +60,7 @@ from qc_worker.detector.faces import Box, Foreground, box_area, clip_box
 __all__ = [
     "ImageVerdict",
     "Region",
+    "Evidence",
     "RegionConfig",
     "RegionKind",
     "RegionReport",
@@ -133,29 +142,45 @@ def _check_maps(prob: np.ndarray, intensity: np.ndarray, threshold: float) -> No
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """Where blur can be seen: the observable map and how much of a region must be."""
+
+    observable: np.ndarray | None = None
+    min_fraction: float = 0.0
+
+
 def _stats(
     prob: np.ndarray,
     intensity: np.ndarray,
     blurred: np.ndarray,
     box: Box,
     mask: np.ndarray | None = None,
+    evidence: Evidence = Evidence(),
 ) -> tuple[float, float, float, float]:
     """(area_fraction, coverage, mean_probability, mean_intensity) of a box, or of the
-    pixels of ``mask`` (full-image bool) inside the box."""
+    pixels of ``mask`` (full-image bool) inside the box; shares over observable pixels."""
     x0, y0, x1, y1 = box
     total = prob.size
     p = prob[y0:y1, x0:x1]
     b = blurred[y0:y1, x0:x1]
     i = intensity[y0:y1, x0:x1]
+    o = None if evidence.observable is None else evidence.observable[y0:y1, x0:x1]
     if mask is not None:
         m = mask[y0:y1, x0:x1]
         p, b, i = p[m], b[m], i[m]
+        o = None if o is None else o[m]
     n = p.size
     if n == 0:
         return 0.0, 0.0, 0.0, 0.0
+    if o is not None:
+        n_obs = int(np.count_nonzero(o))
+        if n_obs == 0 or n_obs < evidence.min_fraction * n:
+            return n / total, 0.0, 0.0, 0.0
+        p, b, i = p[o], b[o], i[o]
     nb = int(np.count_nonzero(b))
     mean_i = float(i[b].mean(dtype=np.float64)) if nb else 0.0
-    return n / total, nb / n, float(p.mean(dtype=np.float64)), mean_i
+    return n / total, nb / p.size, float(p.mean(dtype=np.float64)), mean_i
 
 
 def _verdict(coverage: float, limit: float) -> RegionVerdict:
@@ -237,6 +262,7 @@ def semantic_regions(
     foreground: Foreground | Box | None = None,
     config: RegionConfig = RegionConfig(),
     *,
+    evidence: Evidence = Evidence(),
     _blurred: np.ndarray | None = None,
 ) -> list[Region]:
     """A ``face`` region per face box (``face_0``, ... in the order given) and a
@@ -249,7 +275,7 @@ def semantic_regions(
         box = clip_box(face, width, height)
         if box_area(box) == 0:
             continue
-        area, cov, mp, mi = _stats(prob, intensity, blurred, box)
+        area, cov, mp, mi = _stats(prob, intensity, blurred, box, evidence=evidence)
         out.append(
             Region("face", f"face_{k}", box, area, cov, mp, mi,
                    _verdict(cov, config.face_blur_limit))
@@ -263,7 +289,7 @@ def semantic_regions(
         else:
             box = clip_box(foreground, width, height)
         if box_area(box) > 0:
-            area, cov, mp, mi = _stats(prob, intensity, blurred, box, mask)
+            area, cov, mp, mi = _stats(prob, intensity, blurred, box, mask, evidence)
             if area > 0:
                 out.append(
                     Region("foreground", "foreground", box, area, cov, mp, mi,
@@ -278,6 +304,7 @@ def grid_regions(
     threshold: float,
     config: RegionConfig = RegionConfig(),
     *,
+    evidence: Evidence = Evidence(),
     _blurred: np.ndarray | None = None,
 ) -> list[Region]:
     """``grid_rows`` x ``grid_cols`` cells (labels ``r{row}c{col}``, row-major); cell
@@ -293,7 +320,7 @@ def grid_regions(
             box = (int(xs[c]), int(ys[r]), int(xs[c + 1]), int(ys[r + 1]))
             if box_area(box) == 0:
                 continue
-            area, cov, mp, mi = _stats(prob, intensity, blurred, box)
+            area, cov, mp, mi = _stats(prob, intensity, blurred, box, evidence=evidence)
             out.append(
                 Region("grid", f"r{r}c{c}", box, area, cov, mp, mi,
                        _verdict(cov, config.grid_blur_limit))
@@ -372,9 +399,14 @@ def analyse_regions(
     faces: Sequence[Box] = (),
     foreground: Foreground | Box | None = None,
     config: RegionConfig = RegionConfig(),
+    observable: np.ndarray | None = None,
+    min_observable_fraction: float = 0.0,
 ) -> RegionReport:
     """Every region of one image (faces, foreground, components, grid cells, in that
     order), the image verdict, the worst region and the score.
+
+    ``observable`` (bool HxW, optional) limits blur to pixels where it can be seen and
+    takes every share over them (see the module doc).
 
     ``worst_region`` is the most blurred face when some face is at least
     ``face_review_limit`` covered; else the foreground when it is blurred; else the largest
@@ -382,14 +414,25 @@ def analyse_regions(
     """
     _check_maps(prob, intensity, threshold)
     blurred = prob >= threshold
-    blurred_fraction = float(np.count_nonzero(blurred)) / blurred.size if blurred.size else 0.0
+    evidence = Evidence(observable, min_observable_fraction)
+    if observable is None:
+        blurred_fraction = float(np.count_nonzero(blurred)) / blurred.size if blurred.size else 0.0
+    else:
+        if observable.shape != prob.shape:
+            raise ValueError(f"observable shape {observable.shape} differs from prob {prob.shape}")
+        blurred &= observable
+        n_obs = int(np.count_nonzero(observable))
+        enough = n_obs > 0 and n_obs >= min_observable_fraction * observable.size
+        blurred_fraction = float(np.count_nonzero(blurred)) / n_obs if enough else 0.0
     regions = [
-        *semantic_regions(prob, intensity, threshold, faces, foreground, config, _blurred=blurred),
+        *semantic_regions(
+            prob, intensity, threshold, faces, foreground, config, evidence=evidence, _blurred=blurred
+        ),
         *blur_components(
             prob, intensity, threshold, config.min_component_fraction, config.max_components,
             _blurred=blurred,
         ),
-        *grid_regions(prob, intensity, threshold, config, _blurred=blurred),
+        *grid_regions(prob, intensity, threshold, config, evidence=evidence, _blurred=blurred),
     ]
     verdict, score, reasons = image_verdict(regions, blurred_fraction, config)
     worst = worst_region(regions, config.face_review_limit)

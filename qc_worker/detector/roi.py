@@ -8,6 +8,11 @@ so a narrow feasible range is never stepped over). Blur inside every candidate i
 from one integral image of the binary blur mask (``prob >= threshold``), so it is an exact
 pixel count, and all candidates of a scale are evaluated at once with numpy.
 
+With an ``observable`` map (:mod:`qc_worker.detector.observable`) a pixel is blurred only
+where blur can be seen, and a crop's blurred fraction is taken over its observable pixels
+(zero when fewer than ``min_observable_fraction`` of them are): a crop of mostly plain sky
+is judged by its textured part, and never made unsafe by the sky.
+
 A crop is **safe** when its blurred fraction is ``<= max_blur_fraction`` and it holds every
 face box (each grown by ``face_margin`` of its size on every side, clipped to the image).
 The chosen crop is:
@@ -67,6 +72,12 @@ def blur_integral(blurred: np.ndarray) -> np.ndarray:
     return integral if depth == cv2.CV_32S else integral.astype(np.int64)
 
 
+def _box_sums(integral: np.ndarray, X: np.ndarray, Y: np.ndarray, w: int, h: int) -> np.ndarray:
+    return (
+        integral[Y + h, X + w].astype(np.int64) - integral[Y, X + w] - integral[Y + h, X] + integral[Y, X]
+    )
+
+
 def _axis_positions(size: int, extent: int, lo: int, hi: int, n: int) -> np.ndarray:
     """Starts along one axis: ``n`` spread over ``[0, extent - size]`` and ``n`` over the
     feasible ``[lo, hi]`` (when not empty)."""
@@ -84,10 +95,13 @@ def best_crop(
     keep: Box | None = None,
     focus: Box | None = None,
     config: RoiConfig = RoiConfig(),
+    observed: np.ndarray | None = None,
+    min_observable_fraction: float = 0.0,
 ) -> Roi:
     """The chosen crop of ``aspect`` (see the module doc) given the blur mask's integral
-    image, the box that must stay inside (``keep``, already margined) and the foreground
-    box that steers the choice (``focus``)."""
+    image, the box that must stay inside (``keep``, already margined), the foreground
+    box that steers the choice (``focus``) and the observable map's integral image
+    (``observed``; None: every pixel counts)."""
     height, width = integral.shape[0] - 1, integral.shape[1] - 1
     if height <= 0 or width <= 0:
         raise ValueError("empty image")
@@ -101,7 +115,7 @@ def best_crop(
     focus_area = box_area((fx0, fy0, fx1, fy1))
     cx, cy = ((fx0 + fx1) / 2, (fy0 + fy1) / 2) if focus_area else (width / 2, height / 2)
 
-    columns: list[list[np.ndarray]] = [[] for _ in range(8)]
+    columns: list[list[np.ndarray]] = [[] for _ in range(9)]
     for scale in scales:
         w = int(min(width, max(1, round(max_w * scale))))
         h = int(min(height, max(1, round(max_h * scale))))
@@ -115,12 +129,8 @@ def best_crop(
         ys = _axis_positions(h, height, ylo, yhi, config.positions)
         X, Y = np.meshgrid(xs, ys)
         X, Y = X.ravel(), Y.ravel()
-        blurred = (
-            integral[Y + h, X + w].astype(np.int64)
-            - integral[Y, X + w]
-            - integral[Y + h, X]
-            + integral[Y, X]
-        )
+        blurred = _box_sums(integral, X, Y, w, h)
+        seen = np.full(X.shape, w * h, np.int64) if observed is None else _box_sums(observed, X, Y, w, h)
         if keep is not None:
             keeps = (X <= keep[0]) & (Y <= keep[1]) & (X + w >= keep[2]) & (Y + h >= keep[3])
         else:
@@ -134,13 +144,14 @@ def best_crop(
         dist = np.hypot(X + w / 2 - cx, Y + h / 2 - cy)
         for col, values in zip(
             columns,
-            (X, Y, np.full(X.shape, w), np.full(X.shape, h), blurred, keeps, held, dist),
+            (X, Y, np.full(X.shape, w), np.full(X.shape, h), blurred, keeps, held, dist, seen),
             strict=True,
         ):
             col.append(values)
-    X, Y, W, H, B, K, F, D = (np.concatenate(c) for c in columns)
+    X, Y, W, H, B, K, F, D, S = (np.concatenate(c) for c in columns)
     area = W * H
-    frac = B / area
+    enough = (S > 0) & (S >= min_observable_fraction * area)
+    frac = np.where(enough, B / np.maximum(S, 1), 0.0)
     safe = K & (frac <= config.max_blur_fraction)
     if safe.any():
         idx = np.flatnonzero(safe)
@@ -167,14 +178,24 @@ def crop_safe_rois(
     faces: Sequence[Box] = (),
     foreground: Foreground | Box | None = None,
     config: RoiConfig = RoiConfig(),
+    observable: np.ndarray | None = None,
+    min_observable_fraction: float = 0.0,
 ) -> list[Roi]:
     """One :class:`Roi` per ``config.aspects`` (in that order) for the blur probability
     map ``prob`` (HxW) thresholded at ``threshold``; ``faces`` must stay inside a safe crop
-    and ``foreground`` steers the choice. Boxes are in ``prob``'s pixels."""
+    and ``foreground`` steers the choice; ``observable`` (bool HxW) limits blur to where it
+    can be seen (module doc). Boxes are in ``prob``'s pixels."""
     if prob.ndim != 2:
         raise ValueError(f"prob must be HxW, got shape {prob.shape}")
     height, width = prob.shape
-    integral = blur_integral(prob >= threshold)
+    blurred = prob >= threshold
+    observed = None
+    if observable is not None:
+        if observable.shape != prob.shape:
+            raise ValueError(f"observable shape {observable.shape} differs from prob {prob.shape}")
+        blurred &= observable
+        observed = blur_integral(observable)
+    integral = blur_integral(blurred)
     face_boxes = [
         expand_box(clip_box(f, width, height), config.face_margin, width, height) for f in faces
     ]
@@ -186,6 +207,9 @@ def crop_safe_rois(
     else:
         focus = keep
     return [
-        best_crop(integral, aspect, keep=keep, focus=focus, config=config)
+        best_crop(
+            integral, aspect, keep=keep, focus=focus, config=config, observed=observed,
+            min_observable_fraction=min_observable_fraction,
+        )
         for aspect in config.aspects
     ]
