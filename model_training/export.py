@@ -38,11 +38,31 @@ def training_summary(run: Path) -> dict:
     return summary
 
 
-def export(checkpoint: Path, out: Path, *, results: Path | None = None, run: Path | None = None) -> CheckpointMeta:
+def load_training_model(checkpoint: Path) -> BlurDetector:
+    """A float32 model in eval mode from a shipped .safetensors or a training .pt checkpoint."""
+    from qc_worker.detector.checkpoint import load_checkpoint
+
+    checkpoint = Path(checkpoint)
+    if checkpoint.suffix == ".safetensors":
+        return load_checkpoint(checkpoint)[0].float().eval()
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or "model_config" not in state:
+        raise ValueError(f"{checkpoint}: not a training checkpoint")
+    model = BlurDetector(ModelConfig.from_dict(state["model_config"]))
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def export(
+    checkpoint: Path, out: Path, *, results: Path | None = None, run: Path | None = None,
+    calibration: Path | None = None,
+) -> CheckpointMeta:
     """Write ``out`` from ``checkpoint`` (``best_model.pt`` or ``train_state.pt``).
 
     Thresholds and metrics come from an evaluation ``results.json`` when given (the
-    model's own pixel and image thresholds); otherwise 0.5, stated as unevaluated.
+    model's own pixel and image thresholds); otherwise 0.5, stated as unevaluated. A
+    ``calibration.json`` (``qc-train calibrate``) then replaces the pixel threshold with
+    the one chosen on real screening verdicts, and its per-set results join the metrics.
     """
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     if not isinstance(state, dict) or "model" not in state or "model_config" not in state:
@@ -55,6 +75,10 @@ def export(checkpoint: Path, out: Path, *, results: Path | None = None, run: Pat
         r = json.loads(Path(results).read_text())
         thresholds = {**r["thresholds"][OURS], "source": f"grid search on validation ({r['n_val']} images)"}
         metrics = {"pixel": r["pixel"].get(OURS, {}), "image": r["image"].get(OURS, {}), "n_test": r["n_test"]}
+    if calibration is not None:
+        c = json.loads(Path(calibration).read_text())
+        thresholds.update(pixel=c["threshold"], pixel_source=f"qc-train calibrate: {c['chosen_by']}")
+        metrics["real"] = {"groups": c["groups"], "auc": c["auc"]}
     training = training_summary(Path(run) if run else Path(checkpoint).parent)
     training["checkpoint_step"] = state.get("step")
     return save_checkpoint(out, model, thresholds=thresholds, training=training, metrics=metrics, dtype=torch.float16)

@@ -17,7 +17,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -49,8 +49,16 @@ class TrainConfig(BaseModel):
 
     out: Path
     sources: list[Path]
-    encoder: str = "resnet18"
-    encoder_weights: Path | None = None
+    encoder: str = "mobilenet_v2"
+    #: A weights file, "imagenet" (the packaged file, see qc_worker.detector.pretrained),
+    #: "none" (random initialisation on purpose) or None (torch hub cache, else random).
+    encoder_weights: str | None = None
+    #: Decoder widths, deepest first. The slim default keeps serving on a CPU fast; the
+    #: paper's 256-128-64-32-16 suits a ResNet-50 on a GPU.
+    decoder_channels: tuple[int, ...] = (64, 32, 24, 16, 8)
+    #: Fine-tune: start from this checkpoint's weights (training .pt or shipped
+    #: .safetensors; same architecture) instead of ImageNet or random weights.
+    init_from: Path | None = None
     seed: int = 0
     batch_size: int = Field(8, ge=1)
     #: Steps of curriculum stages 1, 2, 3 (paper 3.5).
@@ -73,6 +81,10 @@ class TrainConfig(BaseModel):
     test_fraction: float = Field(0.12, ge=0, lt=1)
     #: Cap on sources per folder so one large folder (e.g. 800 portraits) cannot dominate.
     max_sources_per_folder: int | None = 250
+    #: How often each training source is drawn: "uniform" (every source alike, so the
+    #: largest folder dominates) or "sqrt_folder" (a folder's share grows with the square
+    #: root of its size: 196 portraits no longer make two thirds of the samples).
+    source_balance: Literal["uniform", "sqrt_folder"] = "sqrt_folder"
     mask_sources: tuple[str, ...] = ("foreground", "faces", "skin_hair")
     synth: SynthConfig = SynthConfig()
     loss: LossConfig = LossConfig()
@@ -112,6 +124,17 @@ def make_splits(cfg: TrainConfig) -> Splits:
     if not train:
         raise ValueError("no usable training source images")
     return Splits(train, val, test)
+
+
+def source_weights(paths: Sequence[Path], balance: str) -> list[float] | None:
+    """Per-source draw weights for :class:`BlurSynthDataset` (None: uniform)."""
+    if balance == "uniform":
+        return None
+    counts: dict[Path, int] = defaultdict(int)
+    for p in paths:
+        counts[p.parent] += 1
+    # Folder share ~ sqrt(n): each of its n sources gets sqrt(n) / n.
+    return [1.0 / math.sqrt(counts[p.parent]) for p in paths]
 
 
 def stage_synth(cfg: TrainConfig, stage: int, crop: int) -> SynthConfig:
@@ -184,7 +207,7 @@ class _StepIndices(torch.utils.data.Sampler[int]):
 def _to(batch: dict, device: torch.device, channels_last: bool) -> tuple[torch.Tensor, ...]:
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     image = batch["image"].to(device, non_blocking=True).contiguous(memory_format=fmt)
-    return image, batch["mask"].to(device), batch["intensity"].to(device)
+    return image, batch["mask"].to(device), batch["intensity"].to(device), batch["observable"].to(device)
 
 
 @torch.no_grad()
@@ -197,15 +220,16 @@ def validate(
     hist = PixelHistogram()
     losses, scores, labels = [], [], []
     for batch in batches:
-        image, mask, inten = _to(batch, device, cfg.channels_last)
+        image, mask, inten, valid = _to(batch, device, cfg.channels_last)
         with _autocast(cfg.amp, device):
             out = model(image, with_aux=False)
         out.logits, out.intensity = out.logits.float(), out.intensity.float()
-        losses.append(loss_fn(out, mask, inten)[1]["total"])
+        losses.append(loss_fn(out, mask, inten, valid)[1]["total"])
         prob = out.probability.cpu().numpy()
         truth = mask.cpu().numpy()
-        hist.add(prob, truth)
-        scores += [image_score(p) for p in prob]
+        obs = valid.cpu().numpy()
+        hist.add(prob, truth, obs)
+        scores += [image_score(p, valid=v) for p, v in zip(prob, obs, strict=True)]
         labels += [bool(t.any()) for t in truth]
     model.train(was_training)
     m = pixel_metrics(*hist.counts_at(0.5))
@@ -223,6 +247,24 @@ def _val_batches(cfg: TrainConfig, splits: Splits) -> list[dict]:
     ds = BlurSynthDataset(sources, synth, length=cfg.val_samples, seed=cfg.seed + 7919, mask_sources=cfg.mask_sources, cache_dir=cfg.out / "mask-cache")
     loader = DataLoader(ds, batch_size=cfg.batch_size, num_workers=0)
     return list(loader)
+
+
+def initial_model(cfg: TrainConfig) -> BlurDetector:
+    """ImageNet/random start, or the weights of ``init_from`` (fine-tuning, recorded as such)."""
+    config = ModelConfig(encoder=cfg.encoder, decoder_channels=tuple(cfg.decoder_channels))
+    if cfg.init_from is None:
+        return build_model(config, cfg.encoder_weights)
+    from model_training.export import load_training_model
+
+    start = load_training_model(cfg.init_from)
+    if (start.config.encoder, start.config.decoder_channels) != (config.encoder, config.decoder_channels):
+        raise ValueError(
+            f"--init-from {cfg.init_from} is a {start.config.encoder} U-Net with decoder "
+            f"{list(start.config.decoder_channels)}; this run asks for {cfg.encoder} with {list(config.decoder_channels)}"
+        )
+    start.config = replace(start.config, encoder_init=f"finetuned:{cfg.init_from.name}<-{start.config.encoder_init}")
+    log.info("fine-tuning from %s", cfg.init_from)
+    return start
 
 
 def _save_state(cfg: TrainConfig, model: BlurDetector, opt, sched, step: int, best: float) -> None:
@@ -263,7 +305,7 @@ def fit(
         (cfg.out / SPLITS_FILE).write_text(json.dumps(splits.to_dict(), indent=1))
         (cfg.out / "train_config.json").write_text(cfg.model_dump_json(indent=2))
 
-    model = build_model(ModelConfig(encoder=cfg.encoder), cfg.encoder_weights).to(device)
+    model = initial_model(cfg).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -295,6 +337,7 @@ def fit(
             ds = BlurSynthDataset(
                 splits.train, stage_synth(cfg, stage, crop), length=steps * cfg.batch_size * d.world,
                 seed=cfg.seed * 1000 + stage, mask_sources=cfg.mask_sources, cache_dir=cfg.out / "mask-cache",
+                source_weights=source_weights(splits.train, cfg.source_balance),
             )
             sampler = _StepIndices(step - stage_start, steps, cfg.batch_size, d.rank, d.world)
             loader = DataLoader(
@@ -303,12 +346,12 @@ def fit(
                 prefetch_factor=4 if cfg.workers > 0 else None, pin_memory=device.type == "cuda",
             )
             for batch in loader:
-                image, mask, inten = _to(batch, device, cfg.channels_last)
+                image, mask, inten, valid = _to(batch, device, cfg.channels_last)
                 with _autocast(cfg.amp, device):
                     out = net(image, with_aux=True)
                 out.logits, out.intensity = out.logits.float(), out.intensity.float()
                 out.aux = [a.float() for a in out.aux]
-                loss, terms = loss_fn(out, mask, inten)
+                loss, terms = loss_fn(out, mask, inten, valid)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.unscale_(opt)

@@ -8,7 +8,6 @@ only when asked for, so inference pays nothing for them.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from qc_worker.detector.frequency import BlurFrequency, FrequencySpec
+from qc_worker.detector.pretrained import file_sha256, resolve_encoder_weights
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class ModelConfig:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     frequency: FrequencySpec = field(default_factory=FrequencySpec)
-    #: How the encoder started: "random" or "imagenet:<file name>:<sha256 prefix>".
+    #: How the encoder started: "random" or "imagenet:<file name>:<sha256>".
     encoder_init: str = "random"
 
     def to_dict(self) -> dict:
@@ -139,8 +139,13 @@ def load_encoder_weights(model: BlurDetector, path: Path) -> str:
 
         state = load_file(str(path))
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear refusal
+            raise ValueError(f"{path} is not a readable torch weights file: {exc}") from exc
         state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds no state dict of tensors")
     own = model.encoder.state_dict()
     adapted = {}
     for key, value in state.items():
@@ -158,8 +163,7 @@ def load_encoder_weights(model: BlurDetector, path: Path) -> str:
             f"only {len(adapted)} of {len(own)} encoder tensors matched"
         )
     model.encoder.load_state_dict(adapted, strict=False)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-    return f"imagenet:{path.name}:{digest}"
+    return f"imagenet:{path.name}:{file_sha256(path)}"
 
 
 def find_cached_encoder_weights(encoder: str) -> Path | None:
@@ -169,14 +173,22 @@ def find_cached_encoder_weights(encoder: str) -> Path | None:
     return hits[0] if hits else None
 
 
-def build_model(config: ModelConfig, encoder_weights: Path | None = None) -> BlurDetector:
-    """A new detector, with ImageNet encoder weights when a file is given or cached.
+def build_model(config: ModelConfig, encoder_weights: str | Path | None = None) -> BlurDetector:
+    """A new detector, with ImageNet encoder weights when asked for or cached.
 
-    Without one the encoder starts from random initialisation; that is logged and
-    recorded in the config (and so in every checkpoint) rather than hidden.
+    ``encoder_weights`` is a file, ``"imagenet"`` (the packaged file for this encoder, see
+    :mod:`qc_worker.detector.pretrained`), ``"none"`` (random initialisation on purpose,
+    for comparisons) or None (the torch hub cache when it holds a file, else random).
+    Random initialisation is logged and recorded in the config (and so in every
+    checkpoint) rather than hidden.
     """
     model = BlurDetector(config)
-    path = encoder_weights or find_cached_encoder_weights(config.encoder)
+    if str(encoder_weights) == "none":
+        return model
+    if encoder_weights is not None:
+        path, _ = resolve_encoder_weights(encoder_weights, config.encoder)
+    else:
+        path = find_cached_encoder_weights(config.encoder)
     if path is None:
         log.warning("no ImageNet weights for %s given or cached: encoder starts from random initialisation", config.encoder)
         return model

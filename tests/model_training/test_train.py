@@ -13,7 +13,7 @@ from model_training.data import BlurSynthDataset, list_sources
 from model_training.losses import CompositeLoss
 from model_training.metrics import pixel_metrics
 from model_training.synth.config import NegativeConfig, SamplingConfig, SynthConfig
-from model_training.train import TrainConfig, fit
+from model_training.train import TrainConfig, fit, initial_model, source_weights
 from qc_worker.detector.model import BlurDetector, ModelConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,3 +107,26 @@ def test_ddp_on_two_cpu_processes_follows_the_single_process_loss(photo_dir, tmp
     assert len(one) == len(two) == 12
     assert np.corrcoef(one, two)[0, 1] > 0.8, (one, two)
     assert np.abs(one - two).mean() < 0.1 * one.mean(), (one, two)
+
+
+@pytest.mark.integration
+def test_fine_tuning_starts_from_a_checkpoint_and_says_so(photo_dir, tmp_path):
+    first = _tiny_cfg(tmp_path / "a", photo_dir, decoder_channels=(16, 16, 8, 8, 8))
+    fit(first)
+    start = torch.load(first.out / "best_model.pt", weights_only=False)
+    tuned = _tiny_cfg(tmp_path / "b", photo_dir, decoder_channels=(16, 16, 8, 8, 8), init_from=first.out / "best_model.pt")
+    model = initial_model(tuned)
+    assert model.config.encoder_init == "finetuned:best_model.pt<-random"
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, start["model"][k])
+    other = _tiny_cfg(tmp_path / "c", photo_dir, decoder_channels=(32, 16, 8, 8, 8), init_from=first.out / "best_model.pt")
+    with pytest.raises(ValueError, match="decoder"):
+        initial_model(other)
+
+
+def test_sources_are_balanced_by_the_square_root_of_their_folder():
+    paths = [Path(f"/p/portraits/{i}.jpg") for i in range(100)] + [Path(f"/p/scenes/{i}.jpg") for i in range(25)]
+    w = source_weights(paths, "sqrt_folder")
+    share = sum(w[:100]) / sum(w)
+    assert share == pytest.approx(10 / 15)  # sqrt(100) : sqrt(25)
+    assert source_weights(paths, "uniform") is None

@@ -80,3 +80,39 @@ def test_wrong_weights_files_are_refused(tmp_path):
 def test_unknown_encoder_is_refused():
     with pytest.raises(ValueError, match="unknown encoder"):
         BlurDetector(ModelConfig(encoder="vgg11"))
+
+
+def test_packaged_imagenet_weights_are_found_by_name_and_recorded_with_their_sha256():
+    from qc_worker.detector.pretrained import KNOWN_WEIGHTS
+
+    known = KNOWN_WEIGHTS["mobilenet_v2"]
+    assert known.locate() is not None, "run `make train-weights` (part of the venv)"
+    model = build_model(ModelConfig(encoder="mobilenet_v2", decoder_channels=(16, 16, 8, 8, 8)), "imagenet")
+    assert model.config.encoder_init == f"imagenet:mobilenet_v2-b0353104.pth:{known.sha256}"
+    ref = torch.load(known.locate(), map_location="cpu", weights_only=True)
+    torch.testing.assert_close(model.encoder.features[5].conv[1][0].weight, ref["features.5.conv.1.0.weight"])
+
+
+def test_a_file_with_the_known_name_but_other_bytes_is_refused(tmp_path):
+    fake = tmp_path / "mobilenet_v2-b0353104.pth"
+    torch.save(torchvision.models.mobilenet_v2(weights=None).state_dict(), fake)
+    with pytest.raises(ValueError, match="sha256"):
+        build_model(ModelConfig(encoder="mobilenet_v2", decoder_channels=(16, 16, 8, 8, 8)), fake)
+
+
+def test_imagenet_for_an_encoder_without_packaged_weights_says_so():
+    with pytest.raises(ValueError, match="no packaged ImageNet weights"):
+        build_model(TINY, "imagenet")
+
+
+def test_mismatched_shapes_name_the_tensor(tmp_path):
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    state["layer1.0.conv1.weight"] = torch.zeros(3, 3, 3, 3)
+    path = tmp_path / "bad.pth"
+    torch.save(state, path)
+    with pytest.raises(ValueError, match="layer1.0.conv1.weight has shape"):
+        load_encoder_weights(BlurDetector(TINY), path)
+
+
+def test_none_means_random_on_purpose():
+    assert build_model(TINY, "none").config.encoder_init == "random"
