@@ -19,11 +19,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from model_training.synth.camera import camera_motion
 from model_training.synth.config import SynthConfig
-from model_training.synth.degrade import sample_degradations
-from model_training.synth.generate import blur_instances
+from model_training.synth.degrade import portrait_bokeh, sample_degradations
+from model_training.synth.generate import blur_instances, soft_alpha
+from model_training.synth.graphics import overlay_graphics, render_graphic
 from model_training.synth.instances import Instance
 from model_training.synth.masks import MaskSource, build_mask_sources, extract_instances
+from qc_worker.detector.observable import observable_map
 from qc_worker.images import ImageError, decode_image, image_size
 
 log = logging.getLogger(__name__)
@@ -41,11 +44,17 @@ class SourceError(Exception):
 
 @dataclass
 class Sample:
-    """One training example: 8-bit RGB image, 0/255 motion-blur mask, intensity in [0, 1]."""
+    """One training example: 8-bit RGB image, 0/255 motion-blur mask, intensity in [0, 1],
+    and the 0/255 map of pixels where blur is observable (textured in the sharp source).
+
+    The mask is blurred *and* observable; unobservable pixels are neither blurred nor sharp
+    and the mask losses leave them out (:mod:`qc_worker.detector.observable`).
+    """
 
     image: np.ndarray
     mask: np.ndarray
     intensity: np.ndarray
+    observable: np.ndarray
     params: dict = field(default_factory=dict)
 
 
@@ -214,23 +223,37 @@ def mask_centric_box(
     return bx, by, bx + cw, by + ch
 
 
+def _subject_matte(instances: list[Instance]) -> np.ndarray | None:
+    """The soft matte of the main subject (the foreground instance), if the source has one."""
+    for inst in instances:
+        if inst.kind == "foreground" and inst.mask.any():
+            return soft_alpha(inst.mask)
+    return None
+
+
 def synthesize(
     image: np.ndarray, instances: list[Instance], rng: np.random.Generator, cfg: SynthConfig
 ) -> Sample:
     """One training sample from a sharp source and its instances.
 
     Order: choose mask- or image-centric view; scale it to a working resolution; decide
-    hard negative or which instances to blur; blur; optionally scale down after the blur;
-    fit and crop to the output size; optionally degrade (JPEG, noise...) as delivery would.
-    The intensity target is the blur extent *at the output resolution* over
-    ``extent.max_px``, so a blur that was scaled down reads as milder, as it looks.
+    hard negative, whole-frame camera motion, or which instances to blur; blur; optionally
+    scale down after the blur; fit and crop to the output size; optionally degrade (JPEG,
+    noise...) as delivery would. The intensity target is the blur extent *at the output
+    resolution* over ``extent.max_px``, so a blur that was scaled down reads as milder, as
+    it looks. Observability is read off the *sharp* working image, before any blur, and
+    follows the label through every later resize and crop.
     """
     s = cfg.sampling
     h, w = image.shape[:2]
     params: dict = {}
     negative = bool(rng.random() < cfg.negatives.prob)
     mask_centric = bool(instances) and not negative and rng.random() < s.mask_centric_prob
-    params["mode"] = "negative" if negative else ("mask_centric" if mask_centric else "image_centric")
+    camera = not negative and not mask_centric and rng.random() < cfg.camera.prob
+    params["mode"] = (
+        "negative" if negative else "mask_centric" if mask_centric else "camera" if camera
+        else "image_centric"
+    )
 
     view, view_instances, target = image, instances, None
     if mask_centric:
@@ -253,43 +276,64 @@ def synthesize(
     work = cv2.resize(view, size, interpolation=interp)
     work_instances = _resize_masks(view_instances, size)
     params["work_scale"] = round(scale, 4)
+    observable = observable_map(work, cfg.observable)
 
-    if negative or (not mask_centric and rng.random() < s.no_blur_prob):
-        chosen: list[Instance] = []
-    elif mask_centric:
-        chosen = work_instances
+    if camera:
+        blurred = camera_motion(work, _subject_matte(work_instances), rng, cfg.camera, cfg.stage)
     else:
-        k = int(rng.integers(1, min(s.max_blurred_instances, len(work_instances)) + 1)) if work_instances else 0
-        order = rng.permutation(len(work_instances))[:k]
-        chosen = [work_instances[i] for i in sorted(order)]
-    # A mask-centric sample exists to teach its instance: never leave it sharp by chance.
-    coverages = ["full" if rng.random() < 0.7 else "partial" for _ in chosen] if mask_centric else None
-    blurred = blur_instances(work, chosen, rng, cfg, coverages=coverages)
+        if negative or (not mask_centric and rng.random() < s.no_blur_prob):
+            chosen: list[Instance] = []
+        elif mask_centric:
+            chosen = work_instances
+        else:
+            k = int(rng.integers(1, min(s.max_blurred_instances, len(work_instances)) + 1)) if work_instances else 0
+            order = rng.permutation(len(work_instances))[:k]
+            chosen = [work_instances[i] for i in sorted(order)]
+        # A mask-centric sample exists to teach its instance: never leave it sharp by chance.
+        coverages = ["full" if rng.random() < 0.7 else "partial" for _ in chosen] if mask_centric else None
+        blurred = blur_instances(work, chosen, rng, cfg, coverages=coverages)
     params.update(blurred.record)
     img, label, extent = blurred.image, blurred.label, blurred.extent_px
 
+    if negative and rng.random() < cfg.negatives.bokeh_prob:
+        subject = _subject_matte(work_instances)
+        if subject is not None:
+            img, params["bokeh"] = portrait_bokeh(img, subject, rng, cfg.negatives)
+
+    maps = (label, extent, observable)
     if rng.random() < s.post_downscale_prob:
         f = float(rng.uniform(*s.post_downscale))
-        img, label, extent = _rescale(img, label, extent, f)
+        img, maps = _rescale(img, maps, f)
         params["post_scale"] = round(f, 4)
 
-    img, label, extent, box = _fit_and_crop(img, label, extent, s.out_size, rng)
+    img, maps, box = _fit_and_crop(img, maps, s.out_size, rng)
     params["out_crop"] = list(box)
+    label, extent, observable = maps
 
+    positive = bool(label.any())
     degrade = negative or rng.random() < cfg.negatives.on_positive_prob
     if degrade:
-        ops = sample_degradations(rng, cfg.negatives)
+        ops = sample_degradations(rng, cfg.negatives, names=cfg.negatives.on_positive if positive else None)
         for op in ops:
             img = op.apply(img)
         params["degradations"] = [op.to_dict() for op in ops]
+    if rng.random() < s.grayscale_prob:
+        img = np.repeat(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+        params["grayscale"] = True
 
+    label = label & observable
     intensity = np.where(label, np.clip(extent / cfg.extent.max_px, 0.0, 1.0), 0.0).astype(np.float32)
-    return Sample(img, label.astype(np.uint8) * 255, intensity, params)
+    return Sample(
+        img, label.astype(np.uint8) * 255, intensity, observable.astype(np.uint8) * 255, params
+    )
 
 
-def _rescale(
-    img: np.ndarray, label: np.ndarray, extent: np.ndarray, f: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+Maps = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _rescale(img: np.ndarray, maps: Maps, f: float) -> tuple[np.ndarray, Maps]:
+    """Resize the image and its (label, extent, observable) maps by ``f`` together."""
+    label, extent, observable = maps
     h, w = img.shape[:2]
     size = (max(1, round(w * f)), max(1, round(h * f)))
     interp = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
@@ -299,20 +343,22 @@ def _rescale(
     # Extent is zero off the label, so dividing by the resized coverage averages it over
     # the labelled neighbours only: every labelled output pixel gets a real extent.
     ext = cv2.resize(extent, size, interpolation=cv2.INTER_LINEAR) / np.maximum(cover, 1e-6) * f
-    return img, lab, np.where(lab, ext, 0.0).astype(np.float32)
+    obs = cv2.resize(observable.astype(np.float32), size, interpolation=cv2.INTER_LINEAR) >= 0.5
+    return img, (lab, np.where(lab, ext, 0.0).astype(np.float32), obs)
 
 
 def _fit_and_crop(
-    img: np.ndarray, label: np.ndarray, extent: np.ndarray, out: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int, int, int]]:
+    img: np.ndarray, maps: Maps, out: int, rng: np.random.Generator
+) -> tuple[np.ndarray, Maps, tuple[int, int, int, int]]:
     h, w = img.shape[:2]
     if min(h, w) < out:
-        img, label, extent = _rescale(img, label, extent, out / min(h, w))
+        img, maps = _rescale(img, maps, out / min(h, w))
         h, w = img.shape[:2]
     x0 = int(rng.integers(0, w - out + 1))
     y0 = int(rng.integers(0, h - out + 1))
     sl = (slice(y0, y0 + out), slice(x0, x0 + out))
-    return img[sl].copy(), label[sl].copy(), extent[sl].copy(), (x0, y0, x0 + out, y0 + out)
+    cropped = tuple(m[sl].copy() for m in maps)
+    return img[sl].copy(), cropped, (x0, y0, x0 + out, y0 + out)  # type: ignore[return-value]
 
 
 class BlurSynthDataset:
@@ -335,9 +381,12 @@ class BlurSynthDataset:
         seed: int = 0,
         mask_sources: Sequence[str] = DEFAULT_MASK_SOURCES,
         cache_dir: Path | None = None,
+        source_weights: Sequence[float] | None = None,
     ) -> None:
         if not sources:
             raise ValueError("a synthetic dataset needs at least one source image")
+        if source_weights is not None and len(source_weights) != len(sources):
+            raise ValueError(f"{len(source_weights)} source weights for {len(sources)} sources")
         self.sources = list(sources)
         self.cfg = cfg or SynthConfig()
         self.length = length if length is not None else len(self.sources)
@@ -346,6 +395,10 @@ class BlurSynthDataset:
         self.mask_source_names = tuple(mask_sources)
         self.cache_dir = cache_dir
         self._order = np.random.default_rng(seed).permutation(len(self.sources))
+        self._weights = None
+        if source_weights is not None:
+            w = np.asarray(source_weights, np.float64)[self._order]
+            self._weights = w / w.sum()
         self._cache: InstanceCache | None = None
         self._bad: set[Path] = set()
 
@@ -357,12 +410,27 @@ class BlurSynthDataset:
         self.epoch = epoch
 
     def sample(self, index: int) -> Sample:
-        """The sample at ``index`` as numpy arrays, with its parameters recorded."""
+        """The sample at ``index`` as numpy arrays, with its parameters recorded.
+
+        A share of samples (``graphics.prob``) is generated graphic art (titles, logos,
+        flat shapes) rather than a photo: artwork is full of it, and its flat areas and hard
+        edges must read as sharp, while its elements can still be blurred.
+        """
         if not 0 <= index < self.length:
             raise IndexError(index)
         rng = np.random.default_rng([self.seed, self.epoch, index])
+        g = self.cfg.graphics
+        if rng.random() < g.prob:
+            side = int(round(_loguniform(rng, *self.cfg.sampling.short_side)))
+            aspect = _loguniform(rng, 0.6, 1.8)
+            size = (max(side, round(side * aspect)), max(side, round(side / aspect)))
+            image, instances, record = render_graphic(rng, size, g)
+            sample = synthesize(image, instances, rng, self.cfg)
+            sample.params = {"index": index, "source": "graphic", "graphic": record, **sample.params}
+            return sample
+        start = index if self._weights is None else int(rng.choice(len(self._order), p=self._weights))
         for step in range(len(self.sources)):
-            path = self.sources[self._order[(index + step) % len(self.sources)]]
+            path = self.sources[self._order[(start + step) % len(self.sources)]]
             if path in self._bad:
                 continue
             try:
@@ -371,8 +439,13 @@ class BlurSynthDataset:
                 log.warning("skipping source %s: %s", path, exc)
                 self._bad.add(path)
                 continue
-            sample = synthesize(image, self._instances().get(path, image), rng, self.cfg)
-            sample.params = {"index": index, "source": path.name, **sample.params}
+            instances = self._instances().get(path, image)
+            extra: dict = {}
+            if rng.random() < g.overlay_prob:
+                image, drawn, extra["overlay"] = overlay_graphics(image, rng, g)
+                instances = [*instances, *drawn]
+            sample = synthesize(image, instances, rng, self.cfg)
+            sample.params = {"index": index, "source": path.name, **extra, **sample.params}
             return sample
         raise SourceError("no usable source image is left")
 
@@ -384,6 +457,7 @@ class BlurSynthDataset:
             "image": torch.from_numpy(s.image).permute(2, 0, 1).float().div_(255.0),
             "mask": torch.from_numpy(s.mask).unsqueeze(0).float().div_(255.0),
             "intensity": torch.from_numpy(s.intensity).unsqueeze(0),
+            "observable": torch.from_numpy(s.observable).unsqueeze(0).float().div_(255.0),
         }
 
     def _instances(self) -> InstanceCache:

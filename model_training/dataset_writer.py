@@ -5,6 +5,7 @@ Layout under the output folder::
     images/NNNNNN.png      the sample (8-bit RGB, lossless)
     masks/NNNNNN.png       255 where motion blur was applied
     intensity/NNNNNN.png   blur intensity x 255 (0 outside the mask)
+    observable/NNNNNN.png  255 where blur is observable (textured in the sharp source)
     samples.jsonl          one JSON object per sample: every parameter drawn
     dataset.json           the recipe, seed and sources (train/val split included)
     contact_sheet.png      a few samples beside their masks and intensity maps
@@ -59,6 +60,7 @@ def write_sample(out: Path, index: int, sample: Sample) -> None:
     _imwrite(out / "images" / name, sample.image[..., ::-1])
     _imwrite(out / "masks" / name, sample.mask)
     _imwrite(out / "intensity" / name, np.round(sample.intensity * 255).astype(np.uint8))
+    _imwrite(out / "observable" / name, sample.observable)
 
 
 def _imwrite(path: Path, array: np.ndarray) -> None:
@@ -81,7 +83,7 @@ def write_dataset(
     written there; only their parameters come back, in index order, so
     ``samples.jsonl`` lines up with the file names whatever the worker count.
     """
-    for sub in ("images", "masks", "intensity"):
+    for sub in ("images", "masks", "intensity", "observable"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     (out / "dataset.json").write_text(json.dumps(recipe or {}, indent=2, default=str))
     blurred = negatives = 0

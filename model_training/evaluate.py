@@ -5,6 +5,10 @@ blur IoU for pixels, max F1 for images, paper 4.2) and then frozen for the test 
 Baselines: variance of the Laplacian (image level, the classic blur score) and a local
 high-frequency energy map (pixel level, and image level by the same aggregation as ours).
 
+Pixels count only where blur is observable: a synthetic set's own ``observable/`` maps
+(read off the sharp source), else the screening rule applied to the image itself
+(:mod:`qc_worker.detector.observable`), and image scores read observable pixels only.
+
 Dataset layouts understood (found automatically):
   CUHK      image/NAME.jpg + gt/NAME.png            (white = blurred)
   synthetic images/NAME.png + masks/NAME.png        (what ``qc-train synth`` writes)
@@ -35,6 +39,7 @@ from model_training.metrics import (
     roc_curve,
 )
 from qc_worker.detector.model import BlurDetector
+from qc_worker.detector.observable import observable_map
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,14 @@ class Item:
     image: Path
     mask: Path | None
     blurred: bool
+
+    def observable(self, rgb: np.ndarray) -> np.ndarray:
+        """The item's own observable map when its dataset has one, else the screening rule's."""
+        if self.mask is not None:
+            own = self.mask.parent.parent / "observable" / self.mask.name
+            if own.is_file():
+                return _read_mask(own)
+        return observable_map(rgb)
 
 
 def _images(folder: Path) -> list[Path]:
@@ -140,10 +153,11 @@ def score_items(
             truth = cv2.resize(truth.astype(np.uint8), (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_NEAREST) > 0
         prob, _ = model_maps(model, rgb, device)
         hf = hf_blur_map(rgb)
+        valid = item.observable(rgb)
         for name, m in ((OURS, prob), (HF, hf)):
             if truth is not None:
-                scores[name].hist.add(m, truth)
-            scores[name].image_scores.append(image_score(m))
+                scores[name].hist.add(m, truth, valid)
+            scores[name].image_scores.append(image_score(m, valid=valid))
             if keep_maps:
                 scores[name].maps.append(m)
         scores[VOL].image_scores.append(-laplacian_variance(rgb))

@@ -21,9 +21,13 @@ class PixelHistogram:
         self.pos = np.zeros(bins, np.int64)
         self.neg = np.zeros(bins, np.int64)
 
-    def add(self, prob: np.ndarray, truth: np.ndarray) -> None:
+    def add(self, prob: np.ndarray, truth: np.ndarray, valid: np.ndarray | None = None) -> None:
+        """Count pixels by class; pixels where ``valid`` is false (unobservable) are left out."""
         idx = np.clip((np.asarray(prob, np.float64) * self.bins).astype(np.int64), 0, self.bins - 1)
         t = np.asarray(truth) > 0.5
+        if valid is not None:
+            keep = np.asarray(valid) > 0.5
+            idx, t = idx[keep], t[keep]
         self.pos += np.bincount(idx[t], minlength=self.bins)
         self.neg += np.bincount(idx[~t], minlength=self.bins)
 
@@ -130,10 +134,16 @@ def best_image_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float,
     return best
 
 
-def image_score(prob: np.ndarray, quantile: float = 0.99) -> float:
+def image_score(prob: np.ndarray, quantile: float = 0.99, valid: np.ndarray | None = None) -> float:
     """How blurred an image is, from its probability map: a high quantile.
 
     A high quantile rather than the mean or the maximum, so one small blurred face counts
-    while a single noisy pixel does not.
+    while a single noisy pixel does not. With ``valid`` only observable pixels count (an
+    image with none scores 0: nothing in it could show blur).
     """
-    return float(np.quantile(np.asarray(prob, np.float32), quantile))
+    p = np.asarray(prob, np.float32)
+    if valid is not None:
+        p = p[np.asarray(valid) > 0.5]
+        if p.size == 0:
+            return 0.0
+    return float(np.quantile(p, quantile))

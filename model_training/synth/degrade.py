@@ -38,7 +38,7 @@ class Defocus(_Degradation):
     region_seed: int | None
 
     @classmethod
-    def sample(cls, rng: np.random.Generator, cfg: NegativeConfig) -> "Defocus":
+    def sample(cls, rng: np.random.Generator, cfg: NegativeConfig) -> Defocus:
         return cls(
             sigma=float(rng.uniform(*cfg.defocus_sigma)),
             disk=bool(rng.random() < 0.5),
@@ -48,11 +48,7 @@ class Defocus(_Degradation):
     def apply(self, image: np.ndarray) -> np.ndarray:
         img = image.astype(np.float32)
         if self.disk:
-            r = max(1, int(round(self.sigma * 1.5)))
-            k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)).astype(
-                np.float32
-            )
-            soft = cv2.filter2D(img, -1, k / k.sum(), borderType=cv2.BORDER_REFLECT_101)
+            soft = _disk_blur(img, self.sigma * 1.5)
         else:
             soft = cv2.GaussianBlur(img, (0, 0), self.sigma)
         if self.region_seed is not None:
@@ -67,8 +63,10 @@ class Jpeg(_Degradation):
     quality: int
 
     @classmethod
-    def sample(cls, rng: np.random.Generator, cfg: NegativeConfig) -> "Jpeg":
-        return cls(quality=int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1)))
+    def sample(cls, rng: np.random.Generator, cfg: NegativeConfig) -> Jpeg:
+        heavy = rng.random() < cfg.heavy_jpeg_prob
+        lo, hi = cfg.heavy_jpeg_quality if heavy else cfg.jpeg_quality
+        return cls(quality=int(rng.integers(lo, hi + 1)))
 
     def apply(self, image: np.ndarray) -> np.ndarray:
         ok, buf = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, self.quality])
@@ -87,7 +85,7 @@ class Noise(_Degradation):
     seed: int
 
     @classmethod
-    def sample(cls, rng: np.random.Generator, cfg: NegativeConfig) -> "Noise":
+    def sample(cls, rng: np.random.Generator, cfg: NegativeConfig) -> Noise:
         return cls(
             sigma=float(rng.uniform(*cfg.noise_sigma)),
             low_light=float(rng.uniform(0.35, 0.8)) if rng.random() < 0.3 else 1.0,
@@ -111,7 +109,7 @@ class Rescale(_Degradation):
     cubic: bool
 
     @classmethod
-    def sample(cls, rng: np.random.Generator, cfg: NegativeConfig) -> "Rescale":
+    def sample(cls, rng: np.random.Generator, cfg: NegativeConfig) -> Rescale:
         return cls(factor=float(rng.uniform(*cfg.rescale_factor)), cubic=bool(rng.random() < 0.5))
 
     def apply(self, image: np.ndarray) -> np.ndarray:
@@ -124,15 +122,162 @@ class Rescale(_Degradation):
         return cv2.resize(small, (w, h), interpolation=up)
 
 
-DEGRADATIONS: dict[str, type] = {c.name: c for c in (Defocus, Jpeg, Noise, Rescale)}
+@dataclass(frozen=True)
+class FilmGrain(_Degradation):
+    """Film grain: noise with a grain size, strongest in mid-tones.
+
+    Sharp texture everywhere, so the network learns that fine noise is not the absence of
+    blur nor its presence; blurring the noise field gives it the clumped look of silver
+    grains rather than per-pixel sensor noise.
+    """
+
+    name: ClassVar[str] = "film_grain"
+    amplitude: float
+    grain_sigma: float
+    monochrome: bool
+    seed: int
+
+    @classmethod
+    def sample(cls, rng: np.random.Generator, cfg: NegativeConfig) -> FilmGrain:
+        return cls(
+            amplitude=float(rng.uniform(*cfg.grain_amplitude)),
+            grain_sigma=float(rng.uniform(*cfg.grain_size_px)),
+            monochrome=bool(rng.random() < cfg.grain_mono_prob),
+            seed=int(rng.integers(0, 2**31 - 1)),
+        )
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        h, w = image.shape[:2]
+        rng = np.random.default_rng(self.seed)
+        channels = 1 if self.monochrome else 3
+        noise = rng.normal(size=(h, w, channels)).astype(np.float32)
+        noise = cv2.GaussianBlur(noise, (0, 0), self.grain_sigma).reshape(h, w, channels)
+        noise /= max(float(noise.std()), 1e-6)
+        x = image.astype(np.float32) / 255.0
+        luma = x.mean(axis=2, keepdims=True)
+        # Film grain is most visible in mid-tones and fades in deep shadows and highlights.
+        weight = 0.3 + 2.8 * luma * (1.0 - luma)
+        return _to_u8(x + self.amplitude * weight * noise)
+
+
+@dataclass(frozen=True)
+class SharpenHalo(_Degradation):
+    """Sensor noise then unsharp masking: the halos of an over-sharpened camera JPEG.
+
+    Halos are bright/dark fringes along edges; they resemble the double edges of a short
+    blur streak but are symmetric and crisp, so they must stay "sharp".
+    """
+
+    name: ClassVar[str] = "sharpen_halo"
+    amount: float
+    radius: float
+    noise_sigma: float
+    seed: int
+
+    @classmethod
+    def sample(cls, rng: np.random.Generator, cfg: NegativeConfig) -> SharpenHalo:
+        return cls(
+            amount=float(rng.uniform(*cfg.sharpen_amount)),
+            radius=float(rng.uniform(*cfg.sharpen_radius_px)),
+            noise_sigma=float(rng.uniform(*cfg.sharpen_noise_sigma)),
+            seed=int(rng.integers(0, 2**31 - 1)),
+        )
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        rng = np.random.default_rng(self.seed)
+        x = image.astype(np.float32) / 255.0
+        x = x + rng.normal(size=x.shape).astype(np.float32) * self.noise_sigma
+        smooth = cv2.GaussianBlur(x, (0, 0), self.radius)
+        return _to_u8(x + self.amount * (x - smooth))
+
+
+@dataclass(frozen=True)
+class SoftLight(_Degradation):
+    """Soft studio light: lifted blacks, a bloom around bright parts, a smooth light falloff.
+
+    It reads as "soft" yet moves no edge: the bloom is light *added* on top of the image
+    (screen blend), never a replacement of detail by a blurred copy.
+    """
+
+    name: ClassVar[str] = "soft_light"
+    contrast: float
+    bloom_weight: float
+    bloom_sigma_frac: float
+    gradient: float
+    gradient_angle: float
+
+    @classmethod
+    def sample(cls, rng: np.random.Generator, cfg: NegativeConfig) -> SoftLight:
+        return cls(
+            contrast=float(rng.uniform(*cfg.soft_contrast)),
+            bloom_weight=float(rng.uniform(*cfg.bloom_weight)),
+            bloom_sigma_frac=float(rng.uniform(*cfg.bloom_sigma_frac)),
+            gradient=float(rng.uniform(*cfg.light_gradient)),
+            gradient_angle=float(rng.uniform(0.0, 2 * np.pi)),
+        )
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        h, w = image.shape[:2]
+        x = image.astype(np.float32) / 255.0
+        x = self.contrast * x + (1.0 - self.contrast) * float(x.mean())
+        bright = np.maximum(x - 0.6, 0.0) / 0.4
+        glow = _large_blur(bright, self.bloom_sigma_frac * min(h, w))
+        x = 1.0 - (1.0 - x) * (1.0 - self.bloom_weight * glow)
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        ramp = (xs / max(w - 1, 1) - 0.5) * np.cos(self.gradient_angle) + (
+            ys / max(h - 1, 1) - 0.5
+        ) * np.sin(self.gradient_angle)
+        return _to_u8(x * (1.0 + self.gradient * ramp)[..., None])
+
+
+UPSCALE_METHODS = {
+    "cubic": cv2.INTER_CUBIC,
+    "lanczos": cv2.INTER_LANCZOS4,
+    "nearest": cv2.INTER_NEAREST,
+}
+
+
+@dataclass(frozen=True)
+class Upscale(_Degradation):
+    """A small master blown up: cubic/Lanczos (soft, ringing) or nearest (pixel art).
+
+    Unlike :class:`Rescale` it goes much smaller and includes the blocky, perfectly sharp
+    nearest-neighbour look of pixel art, which has no analogue in photographs.
+    """
+
+    name: ClassVar[str] = "upscale"
+    factor: float
+    method: str
+
+    @classmethod
+    def sample(cls, rng: np.random.Generator, cfg: NegativeConfig) -> Upscale:
+        factor = float(rng.uniform(*cfg.upscale_factor))
+        if rng.random() < cfg.upscale_nearest_prob:
+            return cls(factor=factor, method="nearest")
+        return cls(factor=factor, method="lanczos" if rng.random() < 0.5 else "cubic")
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        h, w = image.shape[:2]
+        small = cv2.resize(
+            image, (max(1, round(w * self.factor)), max(1, round(h * self.factor))),
+            interpolation=cv2.INTER_AREA,
+        )
+        return cv2.resize(small, (w, h), interpolation=UPSCALE_METHODS[self.method])
+
+
+DEGRADATIONS: dict[str, type] = {
+    c.name: c
+    for c in (Defocus, Jpeg, Noise, Rescale, FilmGrain, SharpenHalo, SoftLight, Upscale)
+}
 
 
 def sample_degradations(
-    rng: np.random.Generator, cfg: NegativeConfig, *, max_count: int = 2
+    rng: np.random.Generator, cfg: NegativeConfig, *, max_count: int = 2,
+    names: tuple[str, ...] | None = None,
 ) -> list[_Degradation]:
-    """One or more distinct degradations in a random order (JPEG, if drawn, goes last,
-    as a delivery pipeline would compress last)."""
-    names = list(DEGRADATIONS)
+    """One or more distinct degradations (of ``names``, default all) in a random order
+    (JPEG, if drawn, goes last, as a delivery pipeline would compress last)."""
+    names = list(names or DEGRADATIONS)
     count = int(rng.integers(1, max_count + 1))
     picked = [names[i] for i in rng.choice(len(names), size=count, replace=False)]
     picked.sort(key=lambda n: n == "jpeg")
@@ -146,3 +291,72 @@ def _soft_region(shape: tuple[int, int], seed: int) -> np.ndarray:
     coarse = rng.random((4, 4)).astype(np.float32)
     field = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
     return np.clip((field - 0.5) * 4 + 0.5, 0.0, 1.0)
+
+
+def _to_u8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
+
+
+def _large_blur(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur with a large sigma on a reduced copy: same result for a smooth glow,
+    a fraction of the cost at 1024 px."""
+    h, w = x.shape[:2]
+    f = max(1, int(sigma // 4))
+    small = cv2.resize(x, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (0, 0), max(sigma / f, 0.5), borderType=cv2.BORDER_REFLECT)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR).reshape(x.shape)
+
+
+def _disk_blur(x: np.ndarray, radius: float) -> np.ndarray:
+    r = max(1, round(radius))
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)).astype(np.float32)
+    return cv2.filter2D(x, -1, k / k.sum(), borderType=cv2.BORDER_REFLECT_101).reshape(x.shape)
+
+
+def portrait_bokeh(
+    image: np.ndarray, subject: np.ndarray, rng: np.random.Generator, cfg: NegativeConfig
+) -> tuple[np.ndarray, dict]:
+    """Portrait-mode shallow depth of field: a disk-blurred background behind a sharp subject.
+
+    Deliberate softness next to a sharp subject is the hardest confusion with a partially
+    motion-blurred image, so it is a hard negative (empty mask). It needs the subject matte
+    (float32 HxW in [0, 1]) and is therefore not one of :data:`DEGRADATIONS`. The
+    background is blurred by normalised convolution over background pixels only, so the
+    subject's colours do not bleed into it, and in linear light, so highlights bloom into
+    discs as through a lens. Where ``subject`` is 1 the pixels are returned unchanged;
+    the matte is only feathered outwards.
+    """
+    radius = float(rng.uniform(*cfg.bokeh_radius_px))
+    depth = bool(rng.random() < cfg.bokeh_depth_prob)
+    feather = float(rng.uniform(*cfg.bokeh_feather_px))
+    h, w = image.shape[:2]
+    matte = np.clip(subject.astype(np.float32), 0.0, 1.0)
+    lin = (image.astype(np.float32) / 255.0) ** 2.2
+    bg_weight = 1.0 - matte
+
+    def blur_background(r: float) -> np.ndarray:
+        num = _disk_blur(lin * bg_weight[..., None], r)
+        den = _disk_blur(bg_weight, r)[..., None]
+        return np.where(den > 1e-3, num / np.maximum(den, 1e-3), lin)
+
+    far = blur_background(radius)
+    if depth:
+        # Nearer the subject, nearer its focal plane: the disc shrinks towards it.
+        dist = cv2.distanceTransform((matte < 0.5).astype(np.uint8), cv2.DIST_L2, 5)
+        t = np.clip(dist / (0.25 * min(h, w)), 0.0, 1.0)[..., None]
+        near = blur_background(max(1.0, radius / 3))
+        background = (1.0 - t) * near + t * far
+    else:
+        background = far
+    alpha = np.maximum(matte, cv2.GaussianBlur(matte, (0, 0), feather))[..., None]
+    # Disk filtering rounds a hair below zero on dark edges: clamp before the gamma root.
+    soft = np.clip(background, 0.0, 1.0) ** (1 / 2.2) * 255.0
+    out = alpha * image.astype(np.float32) + (1.0 - alpha) * soft
+    out = np.where(alpha >= 1.0, image, np.clip(np.round(out), 0, 255)).astype(np.uint8)
+    record = {
+        "type": "bokeh",
+        "radius_px": round(radius, 3),
+        "depth_varying": depth,
+        "feather_px": round(feather, 3),
+    }
+    return out, record

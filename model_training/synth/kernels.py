@@ -82,6 +82,71 @@ def random_walk_trajectory(
     return _densify(path)
 
 
+def shake_trajectory(
+    extent: float,
+    n_steps: int,
+    seed: int,
+    *,
+    anxiety: float,
+    jitter: float,
+    centripetal: float,
+    jerk_prob: float,
+    exposure: float,
+) -> np.ndarray:
+    """A hand-held camera path after Boracchi & Foi (2012), scaled to ``extent``.
+
+    The camera moves at a steady speed for ``n_steps`` time steps; each step its velocity
+    gets a Gaussian push (``jitter``), a pull back toward where it started (``centripetal``,
+    the hand's inertia toward the framing) and, with probability ``jerk_prob``, an abrupt
+    reversal (impulsive shake); ``anxiety`` scales all three, so a calm hand drifts almost
+    straight and a nervous one tangles. The shutter is open for only the first ``exposure``
+    fraction of the path, as a shorter exposure of the same shake sees less of it. The
+    kept path is rescaled so its effective length (see :func:`effective_extent`) equals
+    ``extent``; the seed is a parameter so the same parameters always draw the same path.
+    """
+    rng = np.random.default_rng(seed)
+    n = max(n_steps, 3)
+    theta = rng.uniform(0.0, 2 * math.pi)
+    v = np.array([math.cos(theta), math.sin(theta)])
+    x = np.zeros((n, 2))
+    for t in range(n - 1):
+        jerk = np.zeros(2)
+        if rng.random() < jerk_prob * anxiety:
+            a = math.pi + rng.uniform(-0.5, 0.5)
+            jerk = 2 * np.array(
+                [v[0] * math.cos(a) - v[1] * math.sin(a), v[0] * math.sin(a) + v[1] * math.cos(a)]
+            )
+        v = v + jerk + anxiety * (jitter * rng.normal(size=2) - centripetal * x[t])
+        v /= np.linalg.norm(v) + 1e-12
+        x[t + 1] = x[t] + v
+    keep = min(n, max(2, int(round(exposure * n))))
+    return scale_to_extent(_densify(x[:keep]), extent)
+
+
+def scale_to_extent(points: np.ndarray, extent: float) -> np.ndarray:
+    """Centre a time-sampled path and rescale it so its effective length is ``extent``.
+
+    A path with no spread (every point the same) becomes a straight segment of that
+    length, so a degenerate draw still blurs by what was asked.
+    """
+    path = points - points.mean(axis=0)
+    spread = _spread(path)
+    if spread < 1e-9:
+        return line_trajectory(extent, 0.0)
+    return _densify(path * (extent / spread))
+
+
+def add_motion(path: np.ndarray, displacement: tuple[float, float]) -> np.ndarray:
+    """The path of an object moving by ``displacement`` (x, y) px while the camera follows ``path``.
+
+    The image of a moving object shifts by the camera's motion plus its own at each
+    instant, so the two are added sample by sample (``path`` is uniform in time); the
+    object's own motion is taken as uniform and centred on mid-exposure.
+    """
+    t = np.linspace(-0.5, 0.5, len(path))[:, None]
+    return _densify(path + t * np.asarray(displacement, np.float64)[None, :])
+
+
 def kernel_from_trajectory(points: np.ndarray) -> np.ndarray:
     """Correlation kernel equal to averaging copies translated by each of ``points``.
 

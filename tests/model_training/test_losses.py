@@ -87,3 +87,29 @@ def test_aux_terms_use_downsampled_targets_and_weights():
     assert float(total) == pytest.approx(float(expected), rel=1e-5)
     with pytest.raises(ValueError, match="aux_weights"):
         CompositeLoss(LossConfig(aux_weights=(1.0,)))(_out(logits, aux=aux), mask, mask)
+
+
+def test_unobservable_pixels_add_nothing_to_the_mask_losses():
+    logits = torch.randn(2, 1, 8, 8)
+    target = (torch.rand(2, 1, 8, 8) > 0.5).float()
+    valid = torch.ones(2, 1, 8, 8)
+    valid[:, :, :, 4:] = 0  # the right half is textureless
+    target = target * valid
+    loss_fn = CompositeLoss()
+    out = DetectorOutput(logits, torch.zeros_like(logits), [])
+    base, _ = loss_fn(out, target, torch.zeros_like(target), valid)
+    # Whatever the model says where nothing can be seen, the loss stays the same ...
+    changed = logits.clone()
+    changed[:, :, :, 4:] = 25.0
+    same, _ = loss_fn(DetectorOutput(changed, torch.zeros_like(logits), []), target, torch.zeros_like(target), valid)
+    assert float(same) == pytest.approx(float(base), rel=1e-6)
+    # ... while without the map the same change is punished.
+    full, _ = loss_fn(out, target, torch.zeros_like(target))
+    worse, _ = loss_fn(DetectorOutput(changed, torch.zeros_like(logits), []), target, torch.zeros_like(target))
+    assert float(worse) > float(full)
+
+
+def test_bce_over_valid_pixels_by_hand():
+    valid = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]]]])
+    expected = -(math.log(0.9) + math.log(0.6)) / 2
+    assert float(bce_loss(torch.logit(P), T, valid)) == pytest.approx(expected, rel=1e-5)
