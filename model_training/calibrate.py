@@ -1,0 +1,193 @@
+"""`qc-train calibrate`: judge a detector by the verdicts `qc screen` gives on real images,
+and choose the pixel threshold that lets sharp photos pass while real blur does not.
+
+Synthetic validation alone chose the first model's pixel threshold (max blur IoU) and
+sent most sharp photos to review. Here the threshold is chosen on what users see: the
+screening verdict (:func:`qc_worker.pipeline.analyse_image`, the same code `qc screen`
+runs) of real motion blur (``realdev``: Levin et al. camera shake with its sharp
+originals, frame averages of real video, replayed hand shake) and of sharp, unblurred
+photos the model never trained on (the run's *validation* sources). The run's held-out
+*test* sources are reported at the frozen threshold and never used to choose it.
+
+A blurred image is right when its verdict is not ``pass``; a sharp one when it is. The
+chosen threshold maximises the mean of the per-group shares of right verdicts (each group
+weighs the same whatever its size), ties going to the higher threshold (fewer false
+alarms). Image-level ROC AUC uses the model's image score (a high quantile of the
+probability over observable pixels); the two classical baselines get their AUCs on the
+same images.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model_training.evaluate import hf_blur_map, laplacian_variance
+from model_training.metrics import image_score, roc_auc
+from qc_worker.config import Settings
+from qc_worker.detector.faces import Box, Foreground
+from qc_worker.detector.inference import Detector
+from qc_worker.detector.observable import observable_map
+from qc_worker.images import ImageError, decode_image
+from qc_worker.pipeline import analyse_image, find_subjects
+
+log = logging.getLogger(__name__)
+
+#: Candidate pixel thresholds, coarse where verdicts change slowly.
+GRID = tuple(round(t, 3) for t in np.concatenate([np.arange(0.2, 0.9, 0.025), np.arange(0.9, 0.99, 0.01)]))
+#: Groups used to choose the threshold; the rest are only reported.
+CALIBRATION_GROUPS = ("levin_blur", "levin_sharp", "blur_only", "photos_val")
+
+
+@dataclass(frozen=True)
+class RealItem:
+    path: Path
+    group: str
+    blurred: bool
+
+
+@dataclass
+class Scored:
+    """One image's detector maps and everything the verdict needs, computed once."""
+
+    item: RealItem
+    rgb: np.ndarray
+    prob: np.ndarray
+    inten: np.ndarray
+    subjects: tuple[list[Box], Foreground | None]
+    score: float
+    laplacian: float
+    hf: float
+
+
+def realdev_items(root: Path) -> list[RealItem]:
+    """Levin blurred / sharp and the blurred-only folders of a ``realdev`` tree (kernels left out)."""
+    root = Path(root)
+    if not (root / "levin").is_dir():
+        raise FileNotFoundError(f"{root}: not a realdev folder (no levin/)")
+    items = [RealItem(p, "levin_blur", True) for p in sorted((root / "levin" / "blur").iterdir())]
+    items += [RealItem(p, "levin_sharp", False) for p in sorted((root / "levin" / "sharp").iterdir())]
+    for kind in sorted(p for p in (root / "blur_only").iterdir() if p.is_dir()):
+        items += [RealItem(p, "blur_only", True) for p in sorted(kind.iterdir())]
+    return items
+
+
+def photo_items(splits_file: Path) -> list[RealItem]:
+    """The run's validation and held-out test sources, unblurred, as sharp items."""
+    splits = json.loads(Path(splits_file).read_text())
+    return [RealItem(Path(p), f"photos_{k}", False) for k in ("val", "test") for p in splits[k]]
+
+
+def score_items(
+    detector: Detector, items: Sequence[RealItem], settings: Settings,
+    progress: Callable[[int], None] | None = None,
+) -> list[Scored]:
+    """Run the detector (as screening runs it) and both baselines on every readable item."""
+    out = []
+    for item in items:
+        try:
+            rgb = decode_image(item.path, settings.max_image_pixels)
+        except ImageError as exc:
+            log.warning("skipping %s: %s", item.path, exc)
+            continue
+        pred = detector.predict([rgb])[0]
+        valid = observable_map(rgb, settings.observable)
+        out.append(Scored(
+            item, rgb, pred.probability, pred.intensity, find_subjects(rgb, settings),
+            image_score(pred.probability, valid=valid), -laplacian_variance(rgb), image_score(hf_blur_map(rgb)),
+        ))
+        if progress:
+            progress(1)
+    return out
+
+
+def verdicts(scored: Sequence[Scored], threshold: float, settings: Settings) -> list[str]:
+    return [analyse_image(s.rgb, s.prob, s.inten, threshold, settings, s.subjects).report.verdict for s in scored]
+
+
+def group_table(scored: Sequence[Scored], verdict_list: Sequence[str]) -> dict[str, dict]:
+    """Per group: images, right verdicts (blurred: not pass; sharp: pass), verdict counts."""
+    table: dict[str, dict] = {}
+    for s, v in zip(scored, verdict_list, strict=True):
+        g = table.setdefault(s.item.group, {"n": 0, "right": 0, "pass": 0, "review": 0, "reject": 0})
+        g["n"] += 1
+        g[v] += 1
+        g["right"] += int((v != "pass") if s.item.blurred else (v == "pass"))
+    return table
+
+
+def objective(table: dict[str, dict], groups: Sequence[str] = CALIBRATION_GROUPS) -> float:
+    shares = [table[g]["right"] / table[g]["n"] for g in groups if g in table and table[g]["n"]]
+    return float(np.mean(shares)) if shares else 0.0
+
+
+def aucs(scored: Sequence[Scored], groups: tuple[str, str]) -> dict[str, float]:
+    """ROC AUC of blurred ``groups[0]`` against sharp ``groups[1]`` for ours and the baselines."""
+    pick = [s for s in scored if s.item.group in groups]
+    labels = np.array([s.item.blurred for s in pick])
+    if labels.all() or not labels.any():
+        return {}
+    return {
+        name: roc_auc(np.array([getattr(s, attr) for s in pick]), labels)
+        for name, attr in (("ours", "score"), ("laplacian_variance", "laplacian"), ("hf_energy", "hf"))
+    }
+
+
+def calibrate(
+    scored: Sequence[Scored], settings: Settings, *, frozen: float | None = None, grid: Sequence[float] = GRID,
+) -> dict:
+    """Choose the pixel threshold on the calibration groups (or keep ``frozen``) and report
+    every group at it, with a per-threshold sweep and the AUCs."""
+    sweep = []
+    for t in ([frozen] if frozen is not None else grid):
+        table = group_table(scored, verdicts(scored, t, settings))
+        sweep.append({"threshold": t, "objective": objective(table), "groups": table})
+    best = max(sweep, key=lambda r: (r["objective"], r["threshold"]))
+    per_image = verdicts(scored, best["threshold"], settings)
+    return {
+        "threshold": best["threshold"],
+        "chosen_by": "frozen (given)" if frozen is not None else f"max mean right share over {', '.join(CALIBRATION_GROUPS)}",
+        "groups": best["groups"],
+        "auc": {
+            "levin": aucs(scored, ("levin_blur", "levin_sharp")),
+            "blur_only_vs_photos_test": aucs(scored, ("blur_only", "photos_test")),
+        },
+        "sweep": [{"threshold": r["threshold"], "objective": round(r["objective"], 4)} for r in sweep],
+        "images": [
+            {"path": str(s.item.path), "group": s.item.group, "blurred": s.item.blurred, "verdict": v,
+             "score": round(s.score, 4)}
+            for s, v in zip(scored, per_image, strict=True)
+        ],
+    }
+
+
+def markdown(result: dict) -> str:
+    """The per-group verdict table and the AUCs, as Markdown."""
+    lines = [
+        f"Pixel threshold {result['threshold']:.3f} ({result['chosen_by']}).", "",
+        "| set | images | right verdicts | pass | review | reject |", "|---|---:|---:|---:|---:|---:|",
+    ]
+    names = {
+        "levin_blur": "realdev Levin, blurred (right = not pass)",
+        "levin_sharp": "realdev Levin, sharp originals (right = pass)",
+        "blur_only": "realdev blur_only (HIDE, Köhler, Fastec; right = not pass)",
+        "photos_val": "unblurred validation photos (right = pass)",
+        "photos_test": "unblurred held-out test photos (right = pass)",
+    }
+    for g, label in names.items():
+        if g in result["groups"]:
+            r = result["groups"][g]
+            lines.append(f"| {label} | {r['n']} | {r['right']} | {r['pass']} | {r['review']} | {r['reject']} |")
+    lev = result["auc"]["levin"]
+    if lev:
+        lines += ["", "| image ROC AUC | ours | Laplacian variance | HF-energy map |", "|---|---:|---:|---:|"]
+        for key, label in (("levin", "realdev Levin blurred vs sharp"), ("blur_only_vs_photos_test", "realdev blur_only vs held-out test photos")):
+            a = result["auc"][key]
+            if a:
+                lines.append(f"| {label} | {a['ours']:.3f} | {a['laplacian_variance']:.3f} | {a['hf_energy']:.3f} |")
+    return "\n".join(lines) + "\n"

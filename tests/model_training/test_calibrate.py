@@ -1,0 +1,96 @@
+"""qc-train calibrate: verdicts on real-blur folders and unblurred photos, threshold choice."""
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from model_training.calibrate import RealItem, calibrate, group_table, objective, realdev_items
+from model_training.cli import app
+from qc_worker.config import Settings
+from tests.model_training.photos import make_photo
+from tests.workers import tiny_checkpoint
+
+runner = CliRunner()
+
+
+class _Fake:
+    """A scored image whose verdict at threshold t is decided by one number (no model)."""
+
+    def __init__(self, group: str, blurred: bool, level: float) -> None:
+        self.item = RealItem(Path(f"/x/{group}/{level}.png"), group, blurred)
+        h = w = 60
+        self.rgb = np.repeat((make_photo(int(level * 100), (h, w))[..., :1]), 3, axis=2)
+        self.prob = np.full((h, w), level, np.float32)
+        self.inten = np.zeros((h, w), np.float32)
+        self.subjects = ([], None)
+        self.score = level
+        self.laplacian = -level
+        self.hf = level
+
+
+def test_group_table_counts_right_verdicts_both_ways():
+    items = [_Fake("levin_blur", True, 0.9), _Fake("levin_sharp", False, 0.9), _Fake("levin_sharp", False, 0.1)]
+    table = group_table(items, ["reject", "reject", "pass"])
+    assert table["levin_blur"] == {"n": 1, "right": 1, "pass": 0, "review": 0, "reject": 1}
+    assert table["levin_sharp"]["right"] == 1 and table["levin_sharp"]["n"] == 2
+    assert objective(table) == pytest.approx((1.0 + 0.5) / 2)
+
+
+def test_the_threshold_that_separates_blurred_from_sharp_is_chosen():
+    settings = Settings(_env_file=None)
+    scored = [_Fake("levin_blur", True, p) for p in (0.7, 0.8, 0.9)]
+    scored += [_Fake("levin_sharp", False, p) for p in (0.3, 0.4, 0.5)]
+    scored += [_Fake("photos_val", False, 0.55)]
+    result = calibrate(scored, settings, grid=(0.2, 0.45, 0.6, 0.95))
+    assert result["threshold"] == 0.6
+    assert result["groups"]["levin_blur"]["right"] == 3
+    assert result["groups"]["levin_sharp"]["right"] == 3
+    frozen = calibrate(scored, settings, frozen=0.2)
+    assert frozen["threshold"] == 0.2 and frozen["groups"]["levin_sharp"]["right"] == 0
+    assert result["auc"]["levin"]["ours"] == pytest.approx(1.0)
+
+
+def _realdev(root: Path) -> Path:
+    for sub, n in (("levin/blur", 2), ("levin/sharp", 2), ("levin/kernels", 1), ("blur_only/video", 2)):
+        (root / sub).mkdir(parents=True)
+        for i in range(n):
+            img = make_photo(i + len(sub), (96, 96))
+            if "blur" in sub:
+                img = cv2.blur(img, (9, 1))
+            cv2.imwrite(str(root / sub / f"im{i}.png"), img[..., ::-1])
+    return root
+
+
+def test_realdev_items_leave_the_kernels_out(tmp_path):
+    items = realdev_items(_realdev(tmp_path / "realdev"))
+    assert [i.group for i in items].count("levin_blur") == 2
+    assert {i.group for i in items} == {"levin_blur", "levin_sharp", "blur_only"}
+    assert not [i for i in items if "kernels" in str(i.path)]
+
+
+@pytest.mark.integration
+def test_calibrate_command_writes_its_results(tmp_path):
+    root = _realdev(tmp_path / "realdev")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    paths = []
+    for i in range(2):
+        p = photos / f"p{i}.png"
+        cv2.imwrite(str(p), make_photo(10 + i, (80, 100))[..., ::-1])
+        paths.append(str(p))
+    splits = tmp_path / "splits.json"
+    splits.write_text(json.dumps({"train": [], "val": paths[:1], "test": paths[1:]}))
+    ckpt = tiny_checkpoint(tmp_path / "tiny.safetensors")
+    out = tmp_path / "cal"
+    r = runner.invoke(app, ["calibrate", "--checkpoint", str(ckpt), "--realdev", str(root), "--splits", str(splits), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    result = json.loads((out / "calibration.json").read_text())
+    assert set(result["groups"]) == {"levin_blur", "levin_sharp", "blur_only", "photos_val", "photos_test"}
+    assert len(result["images"]) == 8
+    assert "right verdicts" in (out / "calibration.md").read_text()
+    missing = runner.invoke(app, ["calibrate", "--checkpoint", str(ckpt), "--realdev", str(tmp_path / "nope"), "--splits", str(splits), "--out", str(out)])
+    assert missing.exit_code == 2 and "realdev folder" in " ".join(missing.output.split())
