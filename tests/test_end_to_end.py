@@ -16,7 +16,7 @@ from model_training.synth.config import CompositeConfig
 from qc_worker.config import Settings
 from qc_worker.db.engine import make_engine, make_sessionmaker
 from qc_worker.db.migrate import upgrade
-from qc_worker.detector.faces import detect_faces
+from qc_worker.detector.faces import detect_faces, salient_foreground
 from qc_worker.detector.inference import SHIPPED_CHECKPOINT, Detector
 from qc_worker.images import decode_image
 from qc_worker.pipeline import Screener
@@ -75,3 +75,37 @@ def test_the_16_9_crop_of_an_image_blurred_on_one_side_lies_on_the_other(screene
     # depends on the model's false positives on the sky, which this test does not judge.
     assert crop["bbox"][0] >= 380, crop
     assert crop["blur_fraction"] < 0.15, crop
+
+
+ALL_SAMPLES = sorted(p.name for p in SAMPLES.glob("*.jpg"))
+
+
+def _subject_mask(rgb: np.ndarray) -> np.ndarray:
+    """The subject a viewer looks at: the faces when there are any, else the salient foreground."""
+    faces = detect_faces(rgb)
+    mask = np.zeros(rgb.shape[:2], np.float32)
+    if faces:
+        for x0, y0, x1, y1 in faces:
+            cv2.ellipse(mask, ((x0 + x1) // 2, (y0 + y1) // 2), ((x1 - x0) // 2, int((y1 - y0) * 0.6)), 0, 0, 360, 1.0, -1)
+        return mask
+    fg = salient_foreground(rgb, faces)
+    assert fg is not None
+    if fg.mask.shape == mask.shape and fg.mask.any():
+        return fg.mask.astype(np.float32)
+    x0, y0, x1, y1 = fg.box
+    mask[y0:y1, x0:x1] = 1.0
+    return mask
+
+
+@pytest.mark.parametrize("name", ALL_SAMPLES)
+def test_every_bundled_sharp_photo_passes(screener, name, tmp_path):
+    out = next(iter(screener.screen([str(SAMPLES / name)])))
+    assert out.status == "screened" and out.verdict == "pass", out.to_dict()
+
+
+@pytest.mark.parametrize("name", ALL_SAMPLES)
+def test_every_bundled_photo_is_rejected_once_its_subject_is_motion_blurred(screener, name, tmp_path):
+    rgb = decode_image(SAMPLES / name)
+    blurred = _motion_blur(rgb, _subject_mask(rgb), length=14.0, angle=30.0)
+    out = _screen_array(screener, blurred, tmp_path / "blurred.png")
+    assert out.verdict == "reject", out.to_dict()
