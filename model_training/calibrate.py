@@ -60,6 +60,7 @@ class Scored:
     prob: np.ndarray
     inten: np.ndarray
     subjects: tuple[list[Box], Foreground | None]
+    observable: np.ndarray
     score: float
     laplacian: float
     hf: float
@@ -98,7 +99,7 @@ def score_items(
         pred = detector.predict([rgb])[0]
         valid = observable_map(rgb, settings.observable)
         out.append(Scored(
-            item, rgb, pred.probability, pred.intensity, find_subjects(rgb, settings),
+            item, rgb, pred.probability, pred.intensity, find_subjects(rgb, settings), valid,
             image_score(pred.probability, valid=valid), -laplacian_variance(rgb), image_score(hf_blur_map(rgb)),
         ))
         if progress:
@@ -107,7 +108,10 @@ def score_items(
 
 
 def verdicts(scored: Sequence[Scored], threshold: float, settings: Settings) -> list[str]:
-    return [analyse_image(s.rgb, s.prob, s.inten, threshold, settings, s.subjects).report.verdict for s in scored]
+    return [
+        analyse_image(s.rgb, s.prob, s.inten, threshold, settings, s.subjects, s.observable).report.verdict
+        for s in scored
+    ]
 
 
 def group_table(scored: Sequence[Scored], verdict_list: Sequence[str]) -> dict[str, dict]:

@@ -45,12 +45,17 @@ def load_training_model(checkpoint: Path) -> BlurDetector:
     checkpoint = Path(checkpoint)
     if checkpoint.suffix == ".safetensors":
         return load_checkpoint(checkpoint)[0].float().eval()
+    return _load_training_state(checkpoint)[0].eval()
+
+
+def _load_training_state(checkpoint: Path) -> tuple[BlurDetector, dict]:
+    """The model of a ``best_model.pt`` / ``train_state.pt`` and the state dict it came in."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    if not isinstance(state, dict) or "model_config" not in state:
-        raise ValueError(f"{checkpoint}: not a training checkpoint")
+    if not isinstance(state, dict) or "model" not in state or "model_config" not in state:
+        raise ValueError(f"{checkpoint}: not a training checkpoint (needs 'model' and 'model_config')")
     model = BlurDetector(ModelConfig.from_dict(state["model_config"]))
     model.load_state_dict(state["model"])
-    return model.eval()
+    return model, state
 
 
 def export(
@@ -64,11 +69,7 @@ def export(
     ``calibration.json`` (``qc-train calibrate``) then replaces the pixel threshold with
     the one chosen on real screening verdicts, and its per-set results join the metrics.
     """
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    if not isinstance(state, dict) or "model" not in state or "model_config" not in state:
-        raise ValueError(f"{checkpoint}: not a training checkpoint (needs 'model' and 'model_config')")
-    model = BlurDetector(ModelConfig.from_dict(state["model_config"]))
-    model.load_state_dict(state["model"])
+    model, state = _load_training_state(checkpoint)
     thresholds: dict = {"pixel": 0.5, "image": 0.5, "source": "default (not evaluated)"}
     metrics: dict = {}
     if results is not None:

@@ -112,15 +112,18 @@ def analyse_image(
     threshold: float,
     settings: Settings,
     subjects: tuple[list[Box], Foreground | None] | None = None,
+    observable: np.ndarray | None = None,
 ) -> Analysis:
     """Regions, verdict and crop-safe ROIs of one image from its detector maps.
 
     Shares of blur are taken over textured pixels only, so a plain sky is never a reason to
     review or reject. Calibration (``qc-train calibrate``) calls this with many thresholds
-    on the same maps; ``subjects`` lets it find the faces once.
+    on the same maps; ``subjects`` and ``observable`` (the image's own, computed by the
+    caller) let it find the faces and the textured pixels once.
     """
     faces, fg = subjects if subjects is not None else find_subjects(rgb, settings)
-    observable = observable_map(rgb, settings.observable)
+    if observable is None:
+        observable = observable_map(rgb, settings.observable)
     min_obs = settings.observable.min_observable_fraction
     report = analyse_regions(prob, inten, threshold, faces=faces, foreground=fg, config=settings.regions,
                              observable=observable, min_observable_fraction=min_obs)

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from model_training.calibrate import RealItem, calibrate, group_table, objective, realdev_items
 from model_training.cli import app
 from qc_worker.config import Settings
+from qc_worker.detector.observable import observable_map
 from tests.model_training.photos import make_photo
 from tests.workers import tiny_checkpoint
 
@@ -27,6 +28,7 @@ class _Fake:
         self.prob = np.full((h, w), level, np.float32)
         self.inten = np.zeros((h, w), np.float32)
         self.subjects = ([], None)
+        self.observable = observable_map(self.rgb)
         self.score = level
         self.laplacian = -level
         self.hf = level
