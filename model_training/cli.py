@@ -124,7 +124,7 @@ def _parse_triple(text: str, name: str) -> tuple[int, int, int]:
 def fit(
     sources: Annotated[list[Path], typer.Option("--sources", help="Folder of sharp photos; repeatable. Split by source image into train/val/test.")],
     out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, metrics.jsonl, curves.png, splits.json.")],
-    encoder: Annotated[str, typer.Option(help="Encoder: mobilenet_v2 (default, fast on a CPU), resnet50 (paper), resnet34, resnet18, efficientnet-b0.")] = "mobilenet_v2",
+    encoder: Annotated[str, typer.Option(help="Encoder: mobilenet_v2 (default, fast on a CPU), efficientnet-lite0 (CPU-made, ImageNet weights packaged too), resnet50 (paper), resnet34, resnet18, efficientnet-b0.")] = "mobilenet_v2",
     encoder_weights: Annotated[Optional[str], typer.Option(help="ImageNet weights: 'imagenet' (the packaged file, `make train-weights`), a local file, or 'none' for random init. Never downloaded.")] = None,
     decoder_channels: Annotated[str, typer.Option(help="Decoder widths, deepest first (the paper: 256,128,64,32,16).")] = "64,32,24,16,8",
     init_from: Annotated[Optional[Path], typer.Option(help="Fine-tune from this checkpoint (.pt or shipped .safetensors) instead of ImageNet/random weights.")] = None,

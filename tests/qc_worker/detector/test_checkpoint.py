@@ -91,3 +91,15 @@ def test_mismatched_architecture_is_refused(tmp_path):
     save_file(load_file(str(path)), str(path), metadata=header)
     with pytest.raises(CheckpointError, match="do not match"):
         load_checkpoint(path)
+
+
+def test_an_encoders_own_input_normalisation_travels_to_serving(tmp_path):
+    config = ModelConfig(encoder="efficientnet-lite0", decoder_channels=(16, 16, 8, 8, 8), mean=(0.5,) * 3, std=(0.5,) * 3)
+    model = BlurDetector(config).eval()
+    path = tmp_path / "lite.safetensors"
+    save_checkpoint(path, model, dtype=torch.float32)
+    loaded, meta = load_checkpoint(path)
+    assert meta.model.mean == meta.model.std == (0.5, 0.5, 0.5)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x).logits, loaded(x).logits, rtol=0, atol=0)

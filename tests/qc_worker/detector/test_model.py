@@ -116,3 +116,45 @@ def test_mismatched_shapes_name_the_tensor(tmp_path):
 
 def test_none_means_random_on_purpose():
     assert build_model(TINY, "none").config.encoder_init == "random"
+
+
+LITE = ModelConfig(encoder="efficientnet-lite0", decoder_channels=(16, 16, 8, 8, 8))
+
+
+def test_packaged_efficientnet_lite0_weights_load_under_timm_names_with_their_normalisation():
+    from qc_worker.detector.pretrained import KNOWN_WEIGHTS
+
+    known = KNOWN_WEIGHTS["efficientnet-lite0"]
+    assert known.locate() is not None, "run `make train-weights` (part of the venv)"
+    model = build_model(LITE, "imagenet")
+    assert model.config.encoder_init == f"imagenet:efficientnet-lite0-57934424.pth:{known.sha256}"
+    assert model.config.mean == model.config.std == (0.5, 0.5, 0.5)
+    torch.testing.assert_close(model.mean.flatten(), torch.full((3,), 0.5))
+    ref = torch.load(known.locate(), map_location="cpu", weights_only=True)
+    # First, middle and last block: a shifted pairing could not match all three.
+    net = model.encoder.model
+    torch.testing.assert_close(net.conv_stem.weight[:, :3], ref["_conv_stem.weight"])
+    torch.testing.assert_close(net.blocks[4][0].conv_dw.weight, ref["_blocks.8._depthwise_conv.weight"])
+    torch.testing.assert_close(net.blocks[6][0].conv_pwl.weight, ref["_blocks.15._project_conv.weight"])
+
+
+def _lite_file(tmp_path, edit):
+    from qc_worker.detector.pretrained import KNOWN_WEIGHTS
+
+    state = torch.load(KNOWN_WEIGHTS["efficientnet-lite0"].locate(), map_location="cpu", weights_only=True)
+    edit(state)
+    path = tmp_path / "lite-edited.pth"
+    torch.save(state, path)
+    return path
+
+
+def test_an_efficientnet_pytorch_file_of_another_depth_is_refused(tmp_path):
+    path = _lite_file(tmp_path, lambda s: [s.pop(k) for k in [k for k in s if k.startswith("_blocks.15.")]])
+    with pytest.raises(ValueError, match="efficientnet_pytorch layout"):
+        load_encoder_weights(BlurDetector(LITE), path)
+
+
+def test_an_efficientnet_pytorch_file_with_a_wrong_shape_names_the_tensor(tmp_path):
+    path = _lite_file(tmp_path, lambda s: s.__setitem__("_blocks.3._depthwise_conv.weight", torch.zeros(144, 1, 3, 3)))
+    with pytest.raises(ValueError, match=r"model\.blocks\.2\.0\.conv_dw\.weight has shape \(144, 1, 3, 3\)"):
+        load_encoder_weights(BlurDetector(LITE), path)
