@@ -30,6 +30,7 @@ class _Fake:
         self.subjects = ([], None)
         self.observable = observable_map(self.rgb)
         self.score = level
+        self.median = 1 - level
         self.laplacian = -level
         self.hf = level
 
@@ -54,6 +55,7 @@ def test_the_threshold_that_separates_blurred_from_sharp_is_chosen():
     frozen = calibrate(scored, settings, frozen=0.2)
     assert frozen["threshold"] == 0.2 and frozen["groups"]["levin_sharp"]["right"] == 0
     assert result["auc"]["levin"]["ours"] == pytest.approx(1.0)
+    assert result["auc"]["levin"]["ours_median"] == pytest.approx(0.0)
 
 
 def _realdev(root: Path) -> Path:
@@ -94,5 +96,6 @@ def test_calibrate_command_writes_its_results(tmp_path):
     assert set(result["groups"]) == {"levin_blur", "levin_sharp", "blur_only", "photos_val", "photos_test"}
     assert len(result["images"]) == 8
     assert "right verdicts" in (out / "calibration.md").read_text()
+    assert all(0 <= i["median"] <= i["score"] <= 1 for i in result["images"])
     missing = runner.invoke(app, ["calibrate", "--checkpoint", str(ckpt), "--realdev", str(tmp_path / "nope"), "--splits", str(splits), "--out", str(out)])
     assert missing.exit_code == 2 and "realdev folder" in " ".join(missing.output.split())
