@@ -2,9 +2,9 @@
 
 Measured in one run beside a plain ``cv2.filter2D`` of the same 512 px image (the
 cheapest possible "blur a picture" step), so the ratio says how much work a sample is
-relative to one filter pass, and beside one training step of the default model (resnet18
-U-Net, batch 8 x 256 px, bf16 autocast, channels-last), the figure the data pipeline must
-beat: training waits for data only if a batch takes longer to make than to learn from.
+relative to one filter pass, and beside one training step of the default model (the
+MobileNetV2 U-Net ``qc-train fit`` trains, batch 8 x 256 px, channels-last, with the autocast
+``--amp auto`` picks on this CPU), the figure the data pipeline must beat: training waits for data only if a batch takes longer to make than to learn from.
 Results go to BENCHMARKS.md.
 
     .venv/bin/python bench/synth.py [--seconds 3] [--no-write]
@@ -86,9 +86,9 @@ def main() -> None:
     full = rate(ds.sample, args.seconds)
     rows.append(("full sampler, 512 px (masks cached), 1 process", full))
 
-    step_s = training_step_seconds()
+    step_s, amp = training_step_seconds()
     need = 8 / step_s
-    rows.append(("training step, resnet18 U-Net, batch 8 x 256 px, bf16 (samples it consumes/s)", need))
+    rows.append((f"training step, MobileNetV2 U-Net, batch 8 x 256 px, autocast {amp} (samples it consumes/s)", need))
     width = max(len(r[0]) for r in rows)
     lines = [
         f"| {'what':<{width}} | samples/s | time per sample vs filter2D |",
@@ -109,15 +109,20 @@ def main() -> None:
         write_section("bench/synth.py", "Synthesis throughput", "`.venv/bin/python bench/synth.py`, image 512 px short side", f"{table}\n\n{note}")
 
 
-def training_step_seconds(steps: int = 4) -> float:
-    """Median wall time of one optimisation step of the default model on this machine."""
+def training_step_seconds(steps: int = 4) -> tuple[float, str]:
+    """Median wall time of one optimisation step of the default model on this machine,
+    and the autocast it ran under."""
     import torch
 
     from model_training.losses import CompositeLoss
+    from model_training.train import TrainConfig, _autocast, resolve_amp
     from qc_worker.detector.model import BlurDetector, ModelConfig
 
     torch.manual_seed(0)
-    model = BlurDetector(ModelConfig()).to(memory_format=torch.channels_last).train()
+    defaults = TrainConfig(out=Path("unused"), sources=[])
+    amp = resolve_amp(defaults.amp, torch.device("cpu"))
+    config = ModelConfig(encoder=defaults.encoder, decoder_channels=defaults.decoder_channels)
+    model = BlurDetector(config).to(memory_format=torch.channels_last).train()
     opt = torch.optim.AdamW(model.parameters(), 1e-3)
     loss_fn = CompositeLoss()
     x = torch.rand(8, 3, 256, 256).contiguous(memory_format=torch.channels_last)
@@ -125,7 +130,7 @@ def training_step_seconds(steps: int = 4) -> float:
     times = []
     for _ in range(steps + 1):
         t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with _autocast(amp, torch.device("cpu")):
             out = model(x, with_aux=True)
         out.logits, out.intensity = out.logits.float(), out.intensity.float()
         out.aux = [a.float() for a in out.aux]
@@ -134,7 +139,7 @@ def training_step_seconds(steps: int = 4) -> float:
         loss.backward()
         opt.step()
         times.append(time.perf_counter() - t0)
-    return float(np.median(times[1:]))
+    return float(np.median(times[1:])), amp
 
 
 if __name__ == "__main__":

@@ -132,7 +132,7 @@ def fit(
     stage_crop: Annotated[str, typer.Option(help="Crop side of stages 1,2,3.")] = "192,256,256",
     batch_size: Annotated[int, typer.Option(min=1, help="Per-process batch size.")] = 8,
     lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 1e-3,
-    amp: Annotated[str, typer.Option(help="Autocast: bf16, fp16 (CUDA) or off.")] = "bf16",
+    amp: Annotated[str, typer.Option(help="Autocast: auto (bf16 on GPUs and CPUs with bf16 instructions, else off), bf16, fp16 (CUDA) or off.")] = "auto",
     workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes per training process.")] = 1,
     val_every: Annotated[int, typer.Option(min=1)] = 250,
     val_samples: Annotated[int, typer.Option(min=1)] = 64,

@@ -32,6 +32,7 @@ from model_training.data import BlurSynthDataset, list_sources, split_sources
 from model_training.losses import CompositeLoss, LossConfig
 from model_training.metrics import PixelHistogram, image_score, pixel_metrics, roc_auc
 from model_training.synth.config import SynthConfig
+from qc_worker.detector.inference import pick_dtype
 from qc_worker.detector.model import BlurDetector, ModelConfig, build_model
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,9 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(1e-4, ge=0)
     warmup_steps: int = Field(100, ge=0)
     grad_clip: float = Field(1.0, gt=0)
-    amp: Literal["off", "bf16", "fp16"] = "bf16"
+    #: Autocast. "auto": bf16 on GPUs and on CPUs with bf16 instructions, else off (see
+    #: qc_worker.detector.inference.cpu_has_fast_bf16: bf16 is ~10x slower on AVX2 only).
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     channels_last: bool = True
     workers: int = Field(1, ge=0)
     val_every: int = Field(250, ge=1)
@@ -170,6 +173,13 @@ class _Dist:
     def close(self) -> None:
         if self.enabled and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """The autocast a run uses on ``device``: ``auto`` becomes bf16 where it is fast, else off."""
+    if amp != "auto":
+        return amp
+    return "bf16" if pick_dtype(device, "auto") is not None else "off"
 
 
 def _autocast(amp: str, device: torch.device):
@@ -299,6 +309,9 @@ def fit(
     d = _Dist()
     torch.manual_seed(cfg.seed)
     device = torch.device(f"cuda:{d.rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
+    # Recorded resolved, so train_config.json says which arithmetic the run really used.
+    cfg = cfg.model_copy(update={"amp": resolve_amp(cfg.amp, device)})
+    log.info("autocast: %s on %s", cfg.amp, device)
     cfg.out.mkdir(parents=True, exist_ok=True)
     splits = make_splits(cfg)
     if d.main:

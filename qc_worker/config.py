@@ -422,8 +422,10 @@ class Settings(BaseSettings):
     # --- screening ------------------------------------------------------------------
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         default="auto",
-        description="Detector arithmetic: auto = bf16 autocast (fp16 on GPUs without bf16); "
-        "bf16 on the CPU is about 2.5x faster than fp32 with near-identical maps.",
+        description="Detector arithmetic: auto = bf16 autocast where the hardware has bf16 "
+        "(GPUs; CPUs with AVX512-BF16 or AMX, there about 2.5x faster than fp32 with "
+        "near-identical maps), fp16 on GPUs without bf16, else fp32 (bf16 on an AVX2-only "
+        "CPU is about 10x slower than fp32).",
     )
     batch_size: int = Field(default=8, ge=1, description="Images per forward pass.")
     write_overlays: bool = Field(

@@ -13,7 +13,7 @@ from model_training.data import BlurSynthDataset, list_sources
 from model_training.losses import CompositeLoss
 from model_training.metrics import pixel_metrics
 from model_training.synth.config import NegativeConfig, SamplingConfig, SynthConfig
-from model_training.train import TrainConfig, fit, initial_model, source_weights
+from model_training.train import TrainConfig, fit, initial_model, resolve_amp, source_weights
 from qc_worker.detector.model import BlurDetector, ModelConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -130,3 +130,13 @@ def test_sources_are_balanced_by_the_square_root_of_their_folder():
     share = sum(w[:100]) / sum(w)
     assert share == pytest.approx(10 / 15)  # sqrt(100) : sqrt(25)
     assert source_weights(paths, "uniform") is None
+
+
+def test_auto_autocast_is_bf16_only_where_the_cpu_has_bf16(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert resolve_amp("auto", cpu) == "off"
+    assert resolve_amp("bf16", cpu) == "bf16"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert resolve_amp("auto", cpu) == "bf16"

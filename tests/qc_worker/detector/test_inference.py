@@ -89,3 +89,17 @@ def test_non_rgb_input_is_refused(checkpoint):
     det = Detector.load(checkpoint, device="cpu")
     with pytest.raises(ValueError, match="RGB uint8"):
         det.predict([np.zeros((10, 10), np.uint8)])
+
+
+@pytest.mark.parametrize("avx512_bf16,amx,expected", [(True, False, torch.bfloat16), (False, True, torch.bfloat16), (False, False, None)])
+def test_auto_precision_takes_bf16_on_the_cpu_only_where_the_cpu_has_it(monkeypatch, avx512_bf16, amx, expected):
+    from qc_worker.detector.inference import cpu_has_fast_bf16, pick_dtype
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert cpu_has_fast_bf16() is (expected is not None)
+    cpu = torch.device("cpu")
+    assert pick_dtype(cpu, "auto") == expected
+    # An explicit choice is obeyed whatever the hardware.
+    assert pick_dtype(cpu, "bf16") == torch.bfloat16 and pick_dtype(cpu, "fp32") is None
+
