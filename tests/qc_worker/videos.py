@@ -35,7 +35,13 @@ def _portrait(i: int) -> np.ndarray:
 
 def make_title_video(path: Path) -> dict[str, tuple[float, float]]:
     """A 10-second MP4: 1 s black, 3 s sharp portrait A, 3 s sharp portrait B, 3 s portrait C
-    whose face is motion-blurred (21 px). Returns each segment's (start, end) in seconds."""
+    whose face is motion-blurred (31 px). Returns each segment's (start, end) in seconds.
+
+    31 px, not less: the mp4v codec softens the whole shot, and after it a 21 px face blur sits
+    on the shipped model's margin (image score 0.29-0.36 on every frame, `pass` or `review`
+    depending on fp32 or bf16 arithmetic). The queue tests check the flow, not the model's
+    sensitivity, so their blurred shot must be unambiguous (31 px: `reject` on every frame).
+    """
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, SIZE)
     if not writer.isOpened():
         raise RuntimeError("OpenCV cannot write mp4v video here")
@@ -43,7 +49,7 @@ def make_title_video(path: Path) -> dict[str, tuple[float, float]]:
         ("black", np.zeros((SIZE[1], SIZE[0], 3), np.uint8), 1.0),
         ("sharp", _portrait(0), 3.0),
         ("sharp", _portrait(1), 3.0),
-        ("blurred", blur_face(_portrait(2), 21), 3.0),
+        ("blurred", blur_face(_portrait(2), 31), 3.0),
     ]
     spans: dict[str, tuple[float, float]] = {}
     t = 0.0
