@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -17,6 +17,9 @@ from model_training.data import DEFAULT_MASK_SOURCES, BlurSynthDataset, list_sou
 from model_training.dataset_writer import default_workers, write_dataset
 from model_training.synth.config import SynthConfig
 from model_training.synth.masks import MaskSourceError, build_mask_sources
+
+if TYPE_CHECKING:
+    from model_training.train import TrainConfig
 
 app = typer.Typer(help="Artwork QC training tools: synthesise motion-blur datasets.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -120,37 +123,50 @@ def _parse_triple(text: str, name: str) -> tuple[int, int, int]:
     return tuple(int(p) for p in parts)  # type: ignore[return-value]
 
 
+def _fit_config(config: Path | None, out: Path, sources: list[Path], given: dict) -> TrainConfig:
+    """The run's TrainConfig: the file's values, then only the options typed on the command line.
+
+    Every fit option defaults to None so that an option left out cannot silently replace
+    what the config file says with the command line's default.
+    """
+    from model_training.train import TrainConfig
+
+    base = json.loads(config.read_text()) if config else {}
+    typed = {k: v for k, v in given.items() if v is not None}
+    return TrainConfig.model_validate({**base, "out": out, "sources": sources, **typed})
+
+
 @app.command()
 def fit(
     sources: Annotated[list[Path], typer.Option("--sources", help="Folder of sharp photos; repeatable. Split by source image into train/val/test.")],
     out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, metrics.jsonl, curves.png, splits.json.")],
-    encoder: Annotated[str, typer.Option(help="Encoder: mobilenet_v2 (default, fast on a CPU), efficientnet-lite0 (CPU-made, ImageNet weights packaged too), resnet50 (paper), resnet34, resnet18, efficientnet-b0.")] = "mobilenet_v2",
+    encoder: Annotated[Optional[str], typer.Option(help="Encoder: mobilenet_v2 (default, fast on a CPU), efficientnet-lite0 (CPU-made, ImageNet weights packaged too), resnet50 (paper), resnet34, resnet18, efficientnet-b0.")] = None,
     encoder_weights: Annotated[Optional[str], typer.Option(help="ImageNet weights: 'imagenet' (the packaged file, `make train-weights`), a local file, or 'none' for random init. Never downloaded.")] = None,
-    decoder_channels: Annotated[str, typer.Option(help="Decoder widths, deepest first (the paper: 256,128,64,32,16).")] = "64,32,24,16,8",
+    decoder_channels: Annotated[Optional[str], typer.Option(help="Decoder widths, deepest first (default 64,32,24,16,8; the paper: 256,128,64,32,16).")] = None,
     init_from: Annotated[Optional[Path], typer.Option(help="Fine-tune from this checkpoint (.pt or shipped .safetensors) instead of ImageNet/random weights.")] = None,
-    stage_steps: Annotated[str, typer.Option(help="Steps of curriculum stages 1,2,3.")] = "300,700,1500",
-    stage_crop: Annotated[str, typer.Option(help="Crop side of stages 1,2,3.")] = "192,256,256",
-    batch_size: Annotated[int, typer.Option(min=1, help="Per-process batch size.")] = 8,
-    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 1e-3,
-    amp: Annotated[str, typer.Option(help="Autocast: auto (bf16 on GPUs and CPUs with bf16 instructions, else off), bf16, fp16 (CUDA) or off.")] = "auto",
-    workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes per training process.")] = 1,
-    val_every: Annotated[int, typer.Option(min=1)] = 250,
-    val_samples: Annotated[int, typer.Option(min=1)] = 64,
-    seed: Annotated[int, typer.Option()] = 0,
-    config: Annotated[Optional[Path], typer.Option("--config", help="JSON TrainConfig; command-line options above override it.")] = None,
+    stage_steps: Annotated[Optional[str], typer.Option(help="Steps of curriculum stages 1,2,3 (default 300,700,1500).")] = None,
+    stage_crop: Annotated[Optional[str], typer.Option(help="Crop side of stages 1,2,3 (default 192,256,256).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Per-process batch size (default 8).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak AdamW learning rate (default 1e-3).")] = None,
+    amp: Annotated[Optional[str], typer.Option(help="Autocast: auto (bf16 on GPUs and CPUs with bf16 instructions, else off), bf16, fp16 (CUDA) or off (default auto).")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=0, help="DataLoader worker processes per training process (default 1).")] = None,
+    val_every: Annotated[Optional[int], typer.Option(min=1, help="Validate every N steps (default 250).")] = None,
+    val_samples: Annotated[Optional[int], typer.Option(min=1, help="Validation samples (default 64).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of splits, synthesis and initialisation (default 0).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="JSON TrainConfig; the options above override it where given on the command line.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/train_state.pt if present.")] = False,
     stop_after: Annotated[Optional[int], typer.Option(min=1, help="End at this global step (resumable) without changing the schedule.")] = None,
-    log_every: Annotated[int, typer.Option(min=1)] = 10,
+    log_every: Annotated[Optional[int], typer.Option(min=1, help="Log every N steps (default 10).")] = None,
 ) -> None:
     """Train the detector on motion blur synthesised on the fly (three-stage curriculum)."""
-    from model_training.train import TrainConfig, fit as run_fit
+    from model_training.train import fit as run_fit
 
     try:
-        base = json.loads(config.read_text()) if config else {}
-        cfg = TrainConfig.model_validate({
-            **base, "out": out, "sources": sources, "encoder": encoder, "encoder_weights": encoder_weights,
-            "decoder_channels": _parse_ints(decoder_channels, "--decoder-channels"), "init_from": init_from,
-            "stage_steps": _parse_triple(stage_steps, "--stage-steps"), "stage_crop": _parse_triple(stage_crop, "--stage-crop"),
+        cfg = _fit_config(config, out, sources, {
+            "encoder": encoder, "encoder_weights": encoder_weights, "init_from": init_from,
+            "decoder_channels": decoder_channels and _parse_ints(decoder_channels, "--decoder-channels"),
+            "stage_steps": stage_steps and _parse_triple(stage_steps, "--stage-steps"),
+            "stage_crop": stage_crop and _parse_triple(stage_crop, "--stage-crop"),
             "batch_size": batch_size, "lr": lr, "amp": amp, "workers": workers, "val_every": val_every,
             "val_samples": val_samples, "seed": seed, "log_every": log_every,
         })
@@ -234,7 +250,7 @@ def calibrate(
 
     settings = Settings(_env_file=None, device="cpu")
     try:
-        detector = Detector.load(checkpoint, device="cpu", precision="bf16")
+        detector = Detector.load(checkpoint, device="cpu", precision="auto")
         items = realdev_items(realdev) + photo_items(splits)
     except (OSError, ValueError, KeyError, CheckpointError) as exc:
         console.print(f"[red]error:[/red] {exc}")

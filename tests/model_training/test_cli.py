@@ -59,3 +59,24 @@ def test_unknown_mask_source_and_bad_split_are_refused(photo_dir, tmp_path):
     assert res.exit_code == 2 and "unknown mask source" in res.output
     res = runner.invoke(app, ["synth", "--sources", str(photo_dir), "--out", str(tmp_path / "o"), "--split", "test"])
     assert res.exit_code != 0
+
+
+def test_fit_options_left_out_keep_the_config_files_values(tmp_path):
+    from model_training.cli import _fit_config
+
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"stage_steps": [10, 20, 30], "stage_crop": [64, 96, 96], "lr": 3e-4, "amp": "off"}))
+    untyped = dict.fromkeys(("encoder", "stage_steps", "stage_crop", "lr", "amp", "seed", "log_every"))
+    cfg = _fit_config(config, tmp_path / "out", [tmp_path], untyped)
+    assert cfg.stage_steps == (10, 20, 30) and cfg.stage_crop == (64, 96, 96)
+    assert cfg.lr == 3e-4 and cfg.amp == "off" and cfg.seed == 0
+    cfg = _fit_config(config, tmp_path / "out", [tmp_path], {**untyped, "lr": 1e-3, "seed": 5})
+    assert cfg.lr == 1e-3 and cfg.seed == 5 and cfg.stage_steps == (10, 20, 30)
+
+
+def test_fit_without_a_config_file_takes_the_train_config_defaults(tmp_path):
+    from model_training.cli import _fit_config
+    from model_training.train import TrainConfig
+
+    cfg = _fit_config(None, tmp_path / "out", [tmp_path], {"lr": None, "stage_steps": None})
+    assert cfg == TrainConfig(out=tmp_path / "out", sources=[tmp_path])
