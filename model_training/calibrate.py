@@ -10,9 +10,13 @@ photos the model never trained on (the run's *validation* sources). The run's he
 *test* sources are reported at the frozen threshold and never used to choose it.
 
 A blurred image is right when its verdict is not ``pass``; a sharp one when it is. The
-chosen threshold maximises the mean of the per-group shares of right verdicts (each group
-weighs the same whatever its size), ties going to the higher threshold (fewer false
-alarms). Image-level ROC AUC uses the model's image score (a high quantile of the
+pixel threshold and the whole-frame threshold (the median probability over observable
+pixels that sends an image to review, :mod:`qc_worker.detector.regions`; or no frame rule
+at all) are chosen together: the pair that maximises the mean of the per-group shares of
+right verdicts (each group weighs the same whatever its size), ties going to the higher
+thresholds (fewer false alarms). The frame rule only turns a ``pass`` into a ``review``, so
+the sweep applies it to each pixel threshold's verdicts; the reported verdicts are then
+screened again with both thresholds, as ``qc screen`` would. Image-level ROC AUC uses the model's image score (a high quantile of the
 probability over observable pixels), and is also reported for the median over observable
 pixels: a high quantile finds one small blurred face but also the few hot pixels of a sharp
 photo, while blur over the whole frame (Levin's camera shake, video frames) moves the
@@ -35,6 +39,7 @@ from qc_worker.config import Settings
 from qc_worker.detector.faces import Box, Foreground
 from qc_worker.detector.inference import Detector
 from qc_worker.detector.observable import observable_map
+from qc_worker.detector.regions import frame_median
 from qc_worker.images import ImageError, decode_image
 from qc_worker.pipeline import analyse_image, find_subjects
 
@@ -42,6 +47,10 @@ log = logging.getLogger(__name__)
 
 #: Candidate pixel thresholds, coarse where verdicts change slowly.
 GRID = tuple(round(t, 3) for t in np.concatenate([np.arange(0.2, 0.9, 0.025), np.arange(0.9, 0.99, 0.01)]))
+#: Candidate whole-frame thresholds; None leaves the rule off.
+FRAME_GRID: tuple[float | None, ...] = (
+    0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.12, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, None,
+)
 #: Groups used to choose the threshold; the rest are only reported.
 CALIBRATION_GROUPS = ("levin_blur", "levin_sharp", "blur_only", "photos_val")
 
@@ -101,9 +110,10 @@ def score_items(
             continue
         pred = detector.predict([rgb])[0]
         valid = observable_map(rgb, settings.observable)
+        median = frame_median(pred.probability, valid, settings.observable.min_observable_fraction)
         out.append(Scored(
             item, rgb, pred.probability, pred.intensity, find_subjects(rgb, settings), valid,
-            image_score(pred.probability, valid=valid), image_score(pred.probability, 0.5, valid),
+            image_score(pred.probability, valid=valid), median,
             -laplacian_variance(rgb), image_score(hf_blur_map(rgb)),
         ))
         if progress:
@@ -111,10 +121,25 @@ def score_items(
     return out
 
 
-def verdicts(scored: Sequence[Scored], threshold: float, settings: Settings) -> list[str]:
+def verdicts(
+    scored: Sequence[Scored], threshold: float, settings: Settings, frame_threshold: float | None = None,
+) -> list[str]:
+    """Each image's screening verdict at these thresholds, by the code `qc screen` runs."""
     return [
-        analyse_image(s.rgb, s.prob, s.inten, threshold, settings, s.subjects, s.observable).report.verdict
+        analyse_image(
+            s.rgb, s.prob, s.inten, threshold, settings, s.subjects, s.observable, frame_threshold
+        ).report.verdict
         for s in scored
+    ]
+
+
+def with_frame_rule(scored: Sequence[Scored], verdict_list: Sequence[str], frame_threshold: float | None) -> list[str]:
+    """Verdicts once the whole-frame rule is added: a ``pass`` whose median reaches it reviews."""
+    if frame_threshold is None:
+        return list(verdict_list)
+    return [
+        "review" if v == "pass" and s.median >= frame_threshold else v
+        for s, v in zip(scored, verdict_list, strict=True)
     ]
 
 
@@ -149,25 +174,31 @@ def aucs(scored: Sequence[Scored], groups: tuple[str, str]) -> dict[str, float]:
 
 
 def calibrate(
-    scored: Sequence[Scored], settings: Settings, *, frozen: float | None = None, grid: Sequence[float] = GRID,
+    scored: Sequence[Scored], settings: Settings, *, frozen: float | None = None, frozen_frame: float | None = None,
+    grid: Sequence[float] = GRID, frame_grid: Sequence[float | None] = FRAME_GRID,
 ) -> dict:
-    """Choose the pixel threshold on the calibration groups (or keep ``frozen``) and report
-    every group at it, with a per-threshold sweep and the AUCs."""
+    """Choose the pixel and frame thresholds on the calibration groups (or keep ``frozen``
+    and ``frozen_frame``) and report every group at them, with the sweep and the AUCs."""
     sweep = []
     for t in ([frozen] if frozen is not None else grid):
-        table = group_table(scored, verdicts(scored, t, settings))
-        sweep.append({"threshold": t, "objective": objective(table), "groups": table})
-    best = max(sweep, key=lambda r: (r["objective"], r["threshold"]))
-    per_image = verdicts(scored, best["threshold"], settings)
+        pixel_only = verdicts(scored, t, settings)
+        for f in ([frozen_frame] if frozen is not None else frame_grid):
+            table = group_table(scored, with_frame_rule(scored, pixel_only, f))
+            sweep.append({"threshold": t, "frame_threshold": f, "objective": objective(table)})
+    # Ties: the higher pixel threshold, then the higher frame threshold, then no frame rule.
+    best = max(sweep, key=lambda r: (r["objective"], r["threshold"], r["frame_threshold"] or 2.0))
+    per_image = verdicts(scored, best["threshold"], settings, best["frame_threshold"])
     return {
         "threshold": best["threshold"],
+        "frame_threshold": best["frame_threshold"],
         "chosen_by": "frozen (given)" if frozen is not None else f"max mean right share over {', '.join(CALIBRATION_GROUPS)}",
-        "groups": best["groups"],
+        "objective": round(objective(group_table(scored, per_image)), 4),
+        "groups": group_table(scored, per_image),
         "auc": {
             "levin": aucs(scored, ("levin_blur", "levin_sharp")),
             "blur_only_vs_photos_test": aucs(scored, ("blur_only", "photos_test")),
         },
-        "sweep": [{"threshold": r["threshold"], "objective": round(r["objective"], 4)} for r in sweep],
+        "sweep": [{**r, "objective": round(r["objective"], 4)} for r in sweep],
         "images": [
             {"path": str(s.item.path), "group": s.item.group, "blurred": s.item.blurred, "verdict": v,
              "score": round(s.score, 4), "median": round(s.median, 4)}
@@ -178,8 +209,10 @@ def calibrate(
 
 def markdown(result: dict) -> str:
     """The per-group verdict table and the AUCs, as Markdown."""
+    frame = result.get("frame_threshold")
+    frame_text = "no whole-frame rule" if frame is None else f"whole-frame median threshold {frame:.3f}"
     lines = [
-        f"Pixel threshold {result['threshold']:.3f} ({result['chosen_by']}).", "",
+        f"Pixel threshold {result['threshold']:.3f}, {frame_text} ({result['chosen_by']}).", "",
         "| set | images | right verdicts | pass | review | reject |", "|---|---:|---:|---:|---:|---:|",
     ]
     names = {

@@ -239,9 +239,9 @@ def calibrate(
     realdev: Annotated[Path, typer.Option("--realdev", help="realdev folder: levin/{blur,sharp}, blur_only/*.")],
     splits: Annotated[Path, typer.Option("--splits", help="The run's splits.json: its val and test photos are screened unblurred.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for calibration.json and calibration.md.")],
-    frozen: Annotated[bool, typer.Option("--frozen", help="Report at the checkpoint's own pixel threshold instead of choosing one.")] = False,
+    frozen: Annotated[bool, typer.Option("--frozen", help="Report at the checkpoint's own pixel and frame thresholds instead of choosing them.")] = False,
 ) -> None:
-    """Screen real blur and unblurred photos as `qc screen` does; choose the pixel threshold."""
+    """Screen real blur and unblurred photos as `qc screen` does; choose the pixel and frame thresholds."""
     from model_training.calibrate import calibrate as run_calibrate
     from model_training.calibrate import markdown, photo_items, realdev_items, score_items
     from qc_worker.config import Settings
@@ -259,7 +259,11 @@ def calibrate(
     with Progress(*columns, console=console) as bar:
         task = bar.add_task("screening", total=len(items))
         scored = score_items(detector, items, settings, progress=lambda n: bar.advance(task, n))
-    result = run_calibrate(scored, settings, frozen=float(detector.thresholds.get("pixel", 0.5)) if frozen else None)
+    frame = detector.thresholds.get("frame")
+    result = run_calibrate(
+        scored, settings, frozen=float(detector.thresholds.get("pixel", 0.5)) if frozen else None,
+        frozen_frame=None if frame is None else float(frame),
+    )
     result["checkpoint"] = str(checkpoint)
     out.mkdir(parents=True, exist_ok=True)
     (out / "calibration.json").write_text(json.dumps(result, indent=2))
@@ -270,13 +274,13 @@ def calibrate(
 
 @app.command()
 def export(
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="best_model.pt or train_state.pt of a run.")],
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="best_model.pt or train_state.pt of a run, or a shipped .safetensors to re-export (e.g. with a new calibration).")],
     out: Annotated[Path, typer.Option("--out", help="The shipped .safetensors file to write.")],
     results: Annotated[Optional[Path], typer.Option("--results", help="results.json of qc-train evaluate: thresholds and metrics to embed.")] = None,
     run: Annotated[Optional[Path], typer.Option("--run", help="Run folder (defaults to the checkpoint's folder).")] = None,
-    calibration: Annotated[Optional[Path], typer.Option("--calibration", help="calibration.json of qc-train calibrate: its pixel threshold and real-image results are embedded.")] = None,
+    calibration: Annotated[Optional[Path], typer.Option("--calibration", help="calibration.json of qc-train calibrate: its pixel and frame thresholds and real-image results are embedded.")] = None,
 ) -> None:
-    """Convert a training checkpoint into the shipped fp16 safetensors format."""
+    """Convert a training checkpoint into the shipped fp16 safetensors format (or re-export a shipped one)."""
     from model_training.export import export as run_export
 
     try:

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from model_training.evaluate import OURS
-from qc_worker.detector.checkpoint import CheckpointMeta, save_checkpoint
+from qc_worker.detector.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from qc_worker.detector.model import BlurDetector, ModelConfig
 
 
@@ -40,8 +40,6 @@ def training_summary(run: Path) -> dict:
 
 def load_training_model(checkpoint: Path) -> BlurDetector:
     """A float32 model in eval mode from a shipped .safetensors or a training .pt checkpoint."""
-    from qc_worker.detector.checkpoint import load_checkpoint
-
     checkpoint = Path(checkpoint)
     if checkpoint.suffix == ".safetensors":
         return load_checkpoint(checkpoint)[0].float().eval()
@@ -62,16 +60,29 @@ def export(
     checkpoint: Path, out: Path, *, results: Path | None = None, run: Path | None = None,
     calibration: Path | None = None,
 ) -> CheckpointMeta:
-    """Write ``out`` from ``checkpoint`` (``best_model.pt`` or ``train_state.pt``).
+    """Write ``out`` from ``checkpoint`` (``best_model.pt`` or ``train_state.pt``, or a
+    shipped ``.safetensors`` to re-export).
 
     Thresholds and metrics come from an evaluation ``results.json`` when given (the
     model's own pixel and image thresholds); otherwise 0.5, stated as unevaluated. A
-    ``calibration.json`` (``qc-train calibrate``) then replaces the pixel threshold with
-    the one chosen on real screening verdicts, and its per-set results join the metrics.
+    ``calibration.json`` (``qc-train calibrate``) then replaces the pixel threshold (and
+    the whole-frame threshold) with those chosen on real screening verdicts, and its
+    per-set results join the metrics.
+
+    Re-exporting a shipped file keeps its training summary, metrics and thresholds unless
+    ``results`` or ``calibration`` replace them: that is how a model whose training run is
+    gone is recalibrated. Its fp16 tensors, and so its checksum, stay the same.
     """
-    model, state = _load_training_state(checkpoint)
-    thresholds: dict = {"pixel": 0.5, "image": 0.5, "source": "default (not evaluated)"}
-    metrics: dict = {}
+    checkpoint = Path(checkpoint)
+    if checkpoint.suffix == ".safetensors":
+        model, meta = load_checkpoint(checkpoint)
+        thresholds, metrics, training = dict(meta.thresholds), dict(meta.metrics), dict(meta.training)
+    else:
+        model, state = _load_training_state(checkpoint)
+        thresholds = {"pixel": 0.5, "image": 0.5, "source": "default (not evaluated)"}
+        metrics = {}
+        training = training_summary(Path(run) if run else checkpoint.parent)
+        training["checkpoint_step"] = state.get("step")
     if results is not None:
         r = json.loads(Path(results).read_text())
         thresholds = {**r["thresholds"][OURS], "source": f"grid search on validation ({r['n_val']} images)"}
@@ -79,7 +90,8 @@ def export(
     if calibration is not None:
         c = json.loads(Path(calibration).read_text())
         thresholds.update(pixel=c["threshold"], pixel_source=f"qc-train calibrate: {c['chosen_by']}")
+        thresholds.pop("frame", None)
+        if c.get("frame_threshold") is not None:
+            thresholds["frame"] = c["frame_threshold"]
         metrics["real"] = {"groups": c["groups"], "auc": c["auc"]}
-    training = training_summary(Path(run) if run else Path(checkpoint).parent)
-    training["checkpoint_step"] = state.get("step")
     return save_checkpoint(out, model, thresholds=thresholds, training=training, metrics=metrics, dtype=torch.float16)

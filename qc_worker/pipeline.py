@@ -113,20 +113,23 @@ def analyse_image(
     settings: Settings,
     subjects: tuple[list[Box], Foreground | None] | None = None,
     observable: np.ndarray | None = None,
+    frame_threshold: float | None = None,
 ) -> Analysis:
     """Regions, verdict and crop-safe ROIs of one image from its detector maps.
 
     Shares of blur are taken over textured pixels only, so a plain sky is never a reason to
     review or reject. Calibration (``qc-train calibrate``) calls this with many thresholds
     on the same maps; ``subjects`` and ``observable`` (the image's own, computed by the
-    caller) let it find the faces and the textured pixels once.
+    caller) let it find the faces and the textured pixels once. ``frame_threshold`` is the
+    model version's whole-frame rule (:mod:`qc_worker.detector.regions`; None: off).
     """
     faces, fg = subjects if subjects is not None else find_subjects(rgb, settings)
     if observable is None:
         observable = observable_map(rgb, settings.observable)
     min_obs = settings.observable.min_observable_fraction
     report = analyse_regions(prob, inten, threshold, faces=faces, foreground=fg, config=settings.regions,
-                             observable=observable, min_observable_fraction=min_obs)
+                             observable=observable, min_observable_fraction=min_obs,
+                             frame_threshold=frame_threshold)
     rois = crop_safe_rois(prob, threshold, faces=faces, foreground=fg, config=settings.roi,
                           observable=observable, min_observable_fraction=min_obs)
     return Analysis(report, rois, observable)
@@ -163,6 +166,8 @@ class Screener:
         self.source_kind = source_kind
         meta = detector.meta
         self.threshold = float(meta.thresholds.get("pixel", 0.5))
+        frame = meta.thresholds.get("frame")
+        self.frame_threshold = None if frame is None else float(frame)
         with self.sessions.begin() as s:
             mv = get_or_create_model_version(
                 s, name=f"{meta.model.encoder}-unet-{meta.checksum[:12]}", checksum=meta.checksum,
@@ -231,7 +236,7 @@ class Screener:
     def _finish(self, d: _Decoded, prob: np.ndarray, inten: np.ndarray, timings: dict[str, float]) -> Outcome:
         s = self.settings
         t0 = time.perf_counter()
-        analysis = analyse_image(d.rgb, prob, inten, self.threshold, s)
+        analysis = analyse_image(d.rgb, prob, inten, self.threshold, s, frame_threshold=self.frame_threshold)
         report, rois, observable = analysis.report, analysis.rois, analysis.observable
         timings["analyse"] = time.perf_counter() - t0
         regions = [r.to_dict() for r in report.regions]
@@ -244,7 +249,7 @@ class Screener:
             overlay = self.overlay_store.write(name, data, "image/jpeg")
             timings["overlay"] = time.perf_counter() - t1
         h, w = d.rgb.shape[:2]
-        scores = {"score": report.score, "blurred_fraction": report.blurred_fraction,
+        scores = {"score": report.score, "blurred_fraction": report.blurred_fraction, "frame_median": report.frame_median,
                   "max_probability": float(prob[observable].max(initial=0.0)), "threshold": self.threshold, "reasons": list(report.reasons)}
         t2 = time.perf_counter()
         with self.sessions.begin() as session:

@@ -36,7 +36,16 @@ The image verdict (faces weigh most):
   face has ``coverage >= face_review_limit``, or the foreground region is blurred, or some
   grid cell is blurred, or some component covers ``>= review_component_fraction`` of the
   image with ``mean_probability >= review_probability``;
+* otherwise **review** when the model version has a frame threshold and the median
+  probability over the image's observable pixels (``frame_median``) is at least it;
 * otherwise **pass**.
+
+The frame rule is there for blur over the whole frame (camera shake, a pan, the frames of
+a title's video): it lifts the probability of every textured pixel a little, often without
+pushing enough of them over the pixel threshold for an area rule, while a sharp photo's
+median stays near zero whatever its few hot pixels do. It never rejects: a frame that
+moved a little is for a person to judge. Calibration (``qc-train calibrate``) chooses the
+threshold with the pixel threshold; a checkpoint without one leaves the rule off.
 
 So a blurred face of 2 % of the image rejects it, while a blurred background of the same
 size at most sends it to review. ``score`` is how close the image is to a reject rule:
@@ -67,6 +76,7 @@ __all__ = [
     "RegionVerdict",
     "analyse_regions",
     "blur_components",
+    "frame_median",
     "grid_regions",
     "image_verdict",
     "semantic_regions",
@@ -115,6 +125,8 @@ class RegionReport:
     blurred_fraction: float
     score: float
     reasons: tuple[str, ...] = field(default=())
+    #: Median probability over the observable pixels (0.0 without enough of them).
+    frame_median: float = 0.0
 
     def of_kind(self, kind: RegionKind) -> list[Region]:
         return [r for r in self.regions if r.kind == kind]
@@ -124,6 +136,7 @@ class RegionReport:
             "verdict": self.verdict,
             "score": float(self.score),
             "blurred_fraction": float(self.blurred_fraction),
+            "frame_median": float(self.frame_median),
             "reasons": list(self.reasons),
             "worst_region": None if self.worst_region is None else self.worst_region.to_dict(),
             "regions": [r.to_dict() for r in self.regions],
@@ -328,6 +341,21 @@ def grid_regions(
     return out
 
 
+def frame_median(prob: np.ndarray, observable: np.ndarray | None = None, min_fraction: float = 0.0) -> float:
+    """Median probability over the observable pixels (all pixels without a map).
+
+    0.0 when fewer than ``min_fraction`` of the pixels are observable, as for every share:
+    an image with nothing to see has no blur evidence.
+    """
+    p = np.asarray(prob, np.float32)
+    if observable is not None:
+        n_obs = int(np.count_nonzero(observable))
+        if n_obs == 0 or n_obs < min_fraction * observable.size:
+            return 0.0
+        p = p[observable]
+    return float(np.median(p)) if p.size else 0.0
+
+
 # --- verdict --------------------------------------------------------------------------
 
 
@@ -349,9 +377,15 @@ def worst_region(regions: Sequence[R], face_review_limit: float) -> R | None:
 
 
 def image_verdict(
-    regions: Sequence[Region], blurred_fraction: float, config: RegionConfig = RegionConfig()
+    regions: Sequence[Region],
+    blurred_fraction: float,
+    config: RegionConfig = RegionConfig(),
+    *,
+    median: float = 0.0,
+    frame_threshold: float | None = None,
 ) -> tuple[ImageVerdict, float, tuple[str, ...]]:
-    """(verdict, score, reasons) by the rule in the module doc."""
+    """(verdict, score, reasons) by the rule in the module doc; ``median`` is the frame
+    median, judged only when ``frame_threshold`` is given."""
     faces = [r for r in regions if r.kind == "face"]
     reject: list[str] = []
     review: list[str] = []
@@ -382,6 +416,8 @@ def image_verdict(
                 f"{r.label} ({r.area_fraction:.1%} of image) mean probability "
                 f"{r.mean_probability:.2f} >= {config.review_probability:.2f}"
             )
+    if frame_threshold is not None and median >= frame_threshold:
+        review.append(f"whole frame: median probability {median:.2f} >= {frame_threshold:.2f}")
     face_ratio = max((f.coverage / config.face_blur_limit for f in faces), default=0.0)
     score = min(1.0, max(blurred_fraction / config.reject_area_fraction, face_ratio))
     if reject:
@@ -401,12 +437,14 @@ def analyse_regions(
     config: RegionConfig = RegionConfig(),
     observable: np.ndarray | None = None,
     min_observable_fraction: float = 0.0,
+    frame_threshold: float | None = None,
 ) -> RegionReport:
     """Every region of one image (faces, foreground, components, grid cells, in that
     order), the image verdict, the worst region and the score.
 
     ``observable`` (bool HxW, optional) limits blur to pixels where it can be seen and
-    takes every share over them (see the module doc).
+    takes every share over them (see the module doc). ``frame_threshold`` (the model
+    version's, None: the rule is off) sends to review an image whose frame median reaches it.
 
     ``worst_region`` is the most blurred face when some face is at least
     ``face_review_limit`` covered; else the foreground when it is blurred; else the largest
@@ -434,6 +472,9 @@ def analyse_regions(
         ),
         *grid_regions(prob, intensity, threshold, config, evidence=evidence, _blurred=blurred),
     ]
-    verdict, score, reasons = image_verdict(regions, blurred_fraction, config)
+    median = frame_median(prob, observable, min_observable_fraction)
+    verdict, score, reasons = image_verdict(
+        regions, blurred_fraction, config, median=median, frame_threshold=frame_threshold
+    )
     worst = worst_region(regions, config.face_review_limit)
-    return RegionReport(tuple(regions), verdict, worst, blurred_fraction, score, reasons)
+    return RegionReport(tuple(regions), verdict, worst, blurred_fraction, score, reasons, median)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from model_training.calibrate import RealItem, calibrate, group_table, objective, realdev_items
+from model_training.calibrate import RealItem, calibrate, group_table, markdown, objective, realdev_items
 from model_training.cli import app
 from qc_worker.config import Settings
 from qc_worker.detector.observable import observable_map
@@ -58,6 +58,23 @@ def test_the_threshold_that_separates_blurred_from_sharp_is_chosen():
     assert result["auc"]["levin"]["ours_median"] == pytest.approx(0.0)
 
 
+def test_a_whole_frame_threshold_is_chosen_when_frame_blur_stays_under_the_pixel_one():
+    settings = Settings(_env_file=None)
+    frame_blur = [_Fake("levin_blur", True, p) for p in (0.3, 0.35, 0.4)]
+    sharp = [_Fake("levin_sharp", False, p) for p in (0.02, 0.03)] + [_Fake("photos_val", False, 0.01)]
+    scored = [*frame_blur, _Fake("levin_blur", True, 0.9), *sharp]
+    for s in scored:
+        s.median = s.score  # uniform maps: the median is the level, as screening computes it
+    result = calibrate(scored, settings, grid=(0.5, 0.6), frame_grid=(0.1, 0.5, None))
+    assert (result["threshold"], result["frame_threshold"]) == (0.6, 0.1)
+    assert result["groups"]["levin_blur"]["right"] == 4 and result["groups"]["levin_sharp"]["right"] == 2
+    assert result["objective"] == max(r["objective"] for r in result["sweep"]) == 1.0
+    assert {i["verdict"] for i in result["images"][:3]} == {"review"}
+    assert "whole-frame median threshold 0.100" in markdown(result)
+    frozen = calibrate(scored, settings, frozen=0.6, frozen_frame=None)
+    assert frozen["frame_threshold"] is None and frozen["groups"]["levin_blur"]["right"] == 1
+
+
 def _realdev(root: Path) -> Path:
     for sub, n in (("levin/blur", 2), ("levin/sharp", 2), ("levin/kernels", 1), ("blur_only/video", 2)):
         (root / sub).mkdir(parents=True)
@@ -97,5 +114,6 @@ def test_calibrate_command_writes_its_results(tmp_path):
     assert len(result["images"]) == 8
     assert "right verdicts" in (out / "calibration.md").read_text()
     assert all(0 <= i["median"] <= i["score"] <= 1 for i in result["images"])
+    assert "frame_threshold" in result and result["objective"] == max(r["objective"] for r in result["sweep"])
     missing = runner.invoke(app, ["calibrate", "--checkpoint", str(ckpt), "--realdev", str(tmp_path / "nope"), "--splits", str(splits), "--out", str(out)])
     assert missing.exit_code == 2 and "realdev folder" in " ".join(missing.output.split())

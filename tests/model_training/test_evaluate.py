@@ -85,6 +85,27 @@ def test_evaluate_and_export_end_to_end(photo_dir, tmp_path):
     assert meta.metrics["pixel"]["blur_iou"] == results["pixel"]["ours"]["blur_iou"]
 
 
+def test_a_shipped_file_is_re_exported_with_a_new_calibration_and_the_same_tensors(tmp_path):
+    torch.manual_seed(0)
+    ckpt = tmp_path / "best_model.pt"
+    torch.save({"model": BlurDetector(TINY).state_dict(), "model_config": TINY.to_dict(), "step": 7}, ckpt)
+    first, again = tmp_path / "first.safetensors", tmp_path / "again.safetensors"
+    assert runner.invoke(app, ["export", "--checkpoint", str(ckpt), "--out", str(first)]).exit_code == 0
+    calibration = tmp_path / "calibration.json"
+    groups = {"levin_blur": {"n": 1, "right": 1, "pass": 0, "review": 1, "reject": 0}}
+    calibration.write_text(json.dumps({"threshold": 0.7, "frame_threshold": 0.08, "chosen_by": "test", "groups": groups, "auc": {}}))
+    res = runner.invoke(app, ["export", "--checkpoint", str(first), "--out", str(again), "--calibration", str(calibration)])
+    assert res.exit_code == 0, res.output
+    _, before = load_checkpoint(first)
+    _, after = load_checkpoint(again)
+    assert after.checksum == before.checksum and after.training == before.training
+    assert after.thresholds["pixel"] == 0.7 and after.thresholds["frame"] == 0.08
+    assert after.thresholds["image"] == before.thresholds["image"] and after.metrics["real"]["groups"] == groups
+    calibration.write_text(json.dumps({"threshold": 0.6, "frame_threshold": None, "chosen_by": "test", "groups": groups, "auc": {}}))
+    assert runner.invoke(app, ["export", "--checkpoint", str(again), "--out", str(first), "--calibration", str(calibration)]).exit_code == 0
+    assert "frame" not in load_checkpoint(first)[1].thresholds
+
+
 def test_evaluate_refuses_bad_input_clearly(tmp_path):
     res = runner.invoke(app, ["evaluate", "--checkpoint", str(tmp_path / "none.pt"), "--data", str(tmp_path), "--out", str(tmp_path / "o")])
     assert res.exit_code == 2 and "error" in res.output

@@ -117,6 +117,27 @@ def test_screening_twice_leaves_one_screening_per_image(db_url, tiny_checkpoint,
     engine.dispose()
 
 
+def test_the_checkpoints_frame_threshold_turns_on_the_whole_frame_rule(tmp_path):
+    """With no pixel ever over 1.0 the area rules stay quiet; a frame threshold of almost
+    zero then reviews every textured image, and the median lands in the stored scores."""
+    torch.manual_seed(0)
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(SAMPLES / "coffee.jpg", images / "coffee.jpg")
+    verdicts = {}
+    for name, thresholds in (("off", {"pixel": 1.0}), ("on", {"pixel": 1.0, "frame": 1e-6})):
+        ckpt = save_checkpoint(tmp_path / f"{name}.safetensors", BlurDetector(TINY).eval(), thresholds=thresholds)
+        outcomes, engine = _screen(f"sqlite:///{tmp_path / name}.db", tmp_path / f"{name}.safetensors", images)
+        assert ckpt.thresholds == thresholds
+        verdicts[name] = outcomes["coffee.jpg"].verdict
+        with engine.connect() as c:
+            scores = c.scalar(select(Screening.scores))
+        engine.dispose()
+        assert scores["frame_median"] > 1e-6
+        assert any(r.startswith("whole frame") for r in scores["reasons"]) == (name == "on")
+    assert verdicts == {"off": "pass", "on": "review"}
+
+
 runner = CliRunner()
 
 

@@ -186,3 +186,32 @@ def test_config_is_checked():
         RegionConfig(grid_rows=0)
     with pytest.raises(ValueError):
         analyse_regions(np.zeros((4, 4), np.float32), np.zeros((4, 5), np.float32), T)
+
+
+def test_the_whole_frame_rule_reviews_a_frame_lifted_below_the_pixel_threshold():
+    prob = np.full((90, 120), 0.2, np.float32)  # blur everywhere, no pixel over T
+    intensity = np.zeros_like(prob)
+    observable = np.ones(prob.shape, bool)
+    off = analyse_regions(prob, intensity, T, observable=observable)
+    assert off.verdict == "pass" and off.frame_median == pytest.approx(0.2)
+    on = analyse_regions(prob, intensity, T, observable=observable, frame_threshold=0.15)
+    assert on.verdict == "review" and on.score == off.score
+    assert on.reasons == ("whole frame: median probability 0.20 >= 0.15",)
+    assert on.to_dict()["frame_median"] == pytest.approx(0.2)
+    assert analyse_regions(prob, intensity, T, observable=observable, frame_threshold=0.25).verdict == "pass"
+
+
+def test_the_whole_frame_rule_weighs_observable_pixels_only_and_never_rejects():
+    prob = np.full((90, 120), 0.02, np.float32)
+    prob[:, :80] = 0.3  # two thirds of the frame lifted, but that part is flat
+    intensity = np.zeros_like(prob)
+    observable = np.zeros(prob.shape, bool)
+    observable[:, 80:] = True
+    report = analyse_regions(prob, intensity, T, observable=observable, frame_threshold=0.1)
+    assert report.verdict == "pass" and report.frame_median == pytest.approx(0.02)
+    flat = analyse_regions(np.full_like(prob, 0.3), intensity, T, observable=np.zeros(prob.shape, bool),
+                           min_observable_fraction=0.02, frame_threshold=0.1)
+    assert flat.verdict == "pass" and flat.frame_median == 0.0
+    blurred = analyse_regions(np.full_like(prob, 0.9), intensity, T, observable=np.ones(prob.shape, bool),
+                              frame_threshold=0.1)
+    assert blurred.verdict == "reject" and any(r.startswith("whole frame") for r in blurred.reasons)
