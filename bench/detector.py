@@ -63,8 +63,8 @@ def main() -> None:
     import blur_detector
     import torch
 
-    from qc_worker.detector.inference import Detector, cpu_has_fast_bf16
     from model_training.evaluate import laplacian_variance
+    from qc_worker.detector.inference import Detector, cpu_has_fast_bf16
 
     # As `qc screen` serves (precision auto: bf16 only where the CPU has bf16 instructions),
     # and both arithmetics forced, so the table shows what the choice is worth here.
@@ -76,14 +76,18 @@ def main() -> None:
     for label, size in (("512x512", (512, 512)), ("1920x1080", (1920, 1080))):
         img = _image(size)
         gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
-        ours = _rate(lambda: served.predict([img]), args.seconds)
-        batched = _rate(lambda: served.predict([img] * 8), args.seconds) * 8
-        ours32 = _rate(lambda: det_fp32.predict([img]), args.seconds)
+        ours = _rate(lambda img=img: served.predict([img]), args.seconds)
+        batched = _rate(lambda img=img: served.predict([img] * 8), args.seconds) * 8
+        ours32 = _rate(lambda img=img: det_fp32.predict([img]), args.seconds)
         # Without bf16 instructions a call takes seconds: one timed call is enough.
-        ours16 = _rate(lambda: det_bf16.predict([img]), args.seconds if cpu_has_fast_bf16() else 0.0, min_calls=1)
+        ours16 = _rate(
+            lambda img=img: det_bf16.predict([img]),
+            args.seconds if cpu_has_fast_bf16() else 0.0,
+            min_calls=1,
+        )
         # HiFST is slow (seconds per image): two timed calls are enough.
-        hifst = _rate(lambda: blur_detector.detectBlur(gray, show_progress=False), 0.0, min_calls=2)
-        vol = _rate(lambda: laplacian_variance(img), args.seconds)
+        hifst = _rate(lambda gray=gray: blur_detector.detectBlur(gray, show_progress=False), 0.0, min_calls=2)
+        vol = _rate(lambda img=img: laplacian_variance(img), args.seconds)
         rows.append((label, ours, batched, ours32, ours16, hifst, vol))
 
     code = (
@@ -116,7 +120,12 @@ def main() -> None:
     gpu = gpu_rows(args.model) if torch.cuda.is_available() else "No GPU on this machine: GPU rows not measured."
     print(table, note, gpu, sep="\n\n")
     if not args.no_write:
-        write_section("bench/detector.py", "Detector speed", "`make bench` (shipped checkpoint, CPU)", f"{table}\n\n{note}\n\n{gpu}")
+        write_section(
+            "bench/detector.py",
+            "Detector speed",
+            "`make bench` (shipped checkpoint, CPU)",
+            f"{table}\n\n{note}\n\n{gpu}",
+        )
 
 
 def gpu_rows(model: Path | None) -> str:
@@ -131,7 +140,7 @@ def gpu_rows(model: Path | None) -> str:
         batch = [img] * b
         det.config = type(det.config)(**{**det.config.__dict__, "batch_size": b})
         torch.cuda.synchronize()
-        r = _rate(lambda: (det.predict(batch), torch.cuda.synchronize()), 3.0) * b
+        r = _rate(lambda batch=batch: (det.predict(batch), torch.cuda.synchronize()), 3.0) * b
         out.append(f"| {b} | {r:.0f} |")
     return "\n".join(out)
 

@@ -61,7 +61,7 @@ def make_images(n: int, size: tuple[int, int], seed: int = 0) -> list[bytes]:
         big = cv2.resize(photo, (int(w * scale) + 1, int(h * scale) + 1), interpolation=cv2.INTER_CUBIC)
         y = rng.integers(0, big.shape[0] - size[1] + 1)
         x = rng.integers(0, big.shape[1] - size[0] + 1)
-        crop = big[y:y + size[1], x:x + size[0]].astype(np.float32)
+        crop = big[y : y + size[1], x : x + size[0]].astype(np.float32)
         crop = np.clip(crop + rng.normal(0, 2.0, crop.shape), 0, 255).astype(np.uint8)
         out.append(cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes())
     return out
@@ -74,24 +74,34 @@ def detector_alone(images: list[bytes]) -> float:
     detector.predict(decoded[:BATCH])
     t0 = time.perf_counter()
     for i in range(0, len(decoded), BATCH):
-        detector.predict(decoded[i:i + BATCH])
+        detector.predict(decoded[i : i + BATCH])
     return (time.perf_counter() - t0) / len(decoded)
 
 
 def queue_run(env: QueueEnv, s3, images: list[bytes], warmup: list[bytes]) -> tuple[float, dict[str, float]]:
     """Seconds per image from the job's message on the queue to the job's end, the worker's
     mean per-image stage times, and (``cli``) how long the `qc enqueue` process itself took."""
+
     def upload(prefix: str, batch: list[bytes]) -> None:
         with ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda ib: s3.put_object(Bucket=env.bucket, Key=f"{prefix}/{ib[0]:05d}.jpg", Body=ib[1]),
-                          enumerate(batch)))
+            list(
+                pool.map(
+                    lambda ib: s3.put_object(Bucket=env.bucket, Key=f"{prefix}/{ib[0]:05d}.jpg", Body=ib[1]),
+                    enumerate(batch),
+                )
+            )
 
     upload("warmup", warmup)
     upload("bench", images)
     job = re.compile(r"job (\d+)")
     with env.worker() as worker:
-        [warm] = [int(job.search(env.qc("enqueue", "submission", "--vendor", "bench",
-                                        f"s3://{env.bucket}/warmup/").stdout).group(1))]
+        [warm] = [
+            int(
+                job.search(
+                    env.qc("enqueue", "submission", "--vendor", "bench", f"s3://{env.bucket}/warmup/").stdout
+                ).group(1)
+            )
+        ]
         env.wait_jobs([warm], worker=worker)
         t_cli = time.perf_counter()
         out = env.qc("enqueue", "submission", "--vendor", "bench", f"s3://{env.bucket}/bench/")
@@ -134,9 +144,14 @@ def main() -> None:
         with TemporaryDirectory() as tmp:
             url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{db}"
             upgrade(url)
-            env = QueueEnv(db_url=url, redis_prefix=f"qc-bench-{uuid.uuid4().hex[:8]}:", s3_url=s3_endpoint.url,
-                           bucket=bucket, root=Path(tmp),
-                           extra={"QC_BATCH_SIZE": str(BATCH), "QC_SCREEN_CHUNK_SIZE": "32"})
+            env = QueueEnv(
+                db_url=url,
+                redis_prefix=f"qc-bench-{uuid.uuid4().hex[:8]}:",
+                s3_url=s3_endpoint.url,
+                bucket=bucket,
+                root=Path(tmp),
+                extra={"QC_BATCH_SIZE": str(BATCH), "QC_SCREEN_CHUNK_SIZE": "32"},
+            )
             per_image, stages = queue_run(env, s3, images, warmup)
     finally:
         s3_endpoint.stop()
@@ -150,7 +165,10 @@ def main() -> None:
     overhead_no_overlay = per_image - stages["detect"] - stages["analyse"]
     rows = [
         ("detector alone (Detector.predict, batches of 8, this process)", alone),
-        ("whole queue: enqueue -> Redis -> worker -> S3 -> screen -> PostgreSQL, wall per image", per_image),
+        (
+            "whole queue: enqueue -> Redis -> worker -> S3 -> screen -> PostgreSQL, wall per image",
+            per_image,
+        ),
         ("  in the worker: detector forward (batch of 8, per image)", stages["detect"]),
         ("  in the worker: analysis (faces, regions, ROIs)", stages["analyse"]),
         ("  in the worker: overlay (render, JPEG, upload to S3)", stages["overlay"]),
@@ -165,7 +183,8 @@ def main() -> None:
         f"\n\n{args.images} distinct {size[0]}x{size[1]} JPEGs, one `qc worker` process (prefork, concurrency 1, "
         f"batch size {BATCH}, chunks of 32), moto's S3 server, Redis and PostgreSQL all on this 2-core machine, "
         f"after a warm-up job; timed from the moment `qc enqueue` has put the job on the queue (the command "
-        f"itself took {stages['cli']:.1f} s, once per job). Whole queue: {1 / per_image:.2f} images/s; detector alone: {1 / alone:.2f} images/s "
+        f"itself took {stages['cli']:.1f} s, once per job). Whole queue: {1 / per_image:.2f} images/s; "
+        f"detector alone: {1 / alone:.2f} images/s "
         f"(ratio {per_image / alone:.2f}x).\n\n"
         f"Goal: queue + store + database < 15 % of the detector's time per image. Measured "
         f"{ratio:.1%} ({verdict}); counting the overlay as screening work. Without the overlay counted as work "
@@ -175,8 +194,12 @@ def main() -> None:
     )
     print(body)
     if not args.no_write:
-        write_section("bench/pipeline.py", "Pipeline overhead: the whole queue vs the detector alone",
-                      "`.venv/bin/python bench/pipeline.py`", body)
+        write_section(
+            "bench/pipeline.py",
+            "Pipeline overhead: the whole queue vs the detector alone",
+            "`.venv/bin/python bench/pipeline.py`",
+            body,
+        )
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Measured in one run beside a plain ``cv2.filter2D`` of the same 512 px image (th
 cheapest possible "blur a picture" step), so the ratio says how much work a sample is
 relative to one filter pass, and beside one training step of the default model (the
 MobileNetV2 U-Net ``qc-train fit`` trains, batch 8 x 256 px, channels-last, with the autocast
-``--amp auto`` picks on this CPU), the figure the data pipeline must beat: training waits for data only if a batch takes longer to make than to learn from.
+``--amp auto`` picks on this CPU), the figure the data pipeline must beat: training waits for
+data only if a batch takes longer to make than to learn from.
 Results go to BENCHMARKS.md.
 
     .venv/bin/python bench/synth.py [--seconds 3] [--no-write]
@@ -73,12 +74,26 @@ def main() -> None:
     for name in BLUR_TYPES:
         rng = np.random.default_rng(0)
         rows.append(
-            (f"blur type `{name}` (sample params + blur + composite, one instance)",
-             rate(lambda i: blur_instance(imgf, alpha, sample_blur(rng, cfg, name, mask), None, cfg.composite), args.seconds))
+            (
+                f"blur type `{name}` (sample params + blur + composite, one instance)",
+                rate(
+                    lambda i, rng=rng, name=name: blur_instance(
+                        imgf, alpha, sample_blur(rng, cfg, name, mask), None, cfg.composite
+                    ),
+                    args.seconds,
+                ),
+            )
         )
     sources = build_mask_sources(["foreground", "faces", "skin_hair"])
-    rows.append(("mask extraction (foreground + faces + skin/hair), once per source",
-                 rate(lambda i: extract_instances(img if i % 2 else img[:, ::-1].copy(), sources), args.seconds)))
+    rows.append(
+        (
+            "mask extraction (foreground + faces + skin/hair), once per source",
+            rate(
+                lambda i: extract_instances(img if i % 2 else img[:, ::-1].copy(), sources),
+                args.seconds,
+            ),
+        )
+    )
     full_cfg = SynthConfig(sampling=SamplingConfig(out_size=SHORT_SIDE, short_side=(SHORT_SIDE, SHORT_SIDE)))
     ds = BlurSynthDataset(list_sources(SAMPLES), full_cfg, length=10_000, seed=0)
     for i in range(len(ds.sources)):
@@ -88,7 +103,12 @@ def main() -> None:
 
     step_s, amp = training_step_seconds()
     need = 8 / step_s
-    rows.append((f"training step, MobileNetV2 U-Net, batch 8 x 256 px, autocast {amp} (samples it consumes/s)", need))
+    rows.append(
+        (
+            f"training step, MobileNetV2 U-Net, batch 8 x 256 px, autocast {amp} (samples it consumes/s)",
+            need,
+        )
+    )
     width = max(len(r[0]) for r in rows)
     lines = [
         f"| {'what':<{width}} | samples/s | time per sample vs filter2D |",
@@ -106,7 +126,12 @@ def main() -> None:
     print(table)
     print(note)
     if not args.no_write:
-        write_section("bench/synth.py", "Synthesis throughput", "`.venv/bin/python bench/synth.py`, image 512 px short side", f"{table}\n\n{note}")
+        write_section(
+            "bench/synth.py",
+            "Synthesis throughput",
+            "`.venv/bin/python bench/synth.py`, image 512 px short side",
+            f"{table}\n\n{note}",
+        )
 
 
 def training_step_seconds(steps: int = 4) -> tuple[float, str]:

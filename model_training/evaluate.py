@@ -76,7 +76,10 @@ def discover(root: Path) -> tuple[str, list[Item]]:
         if (root / img_dir).is_dir() and (root / mask_dir).is_dir():
             items = []
             for p in _images(root / img_dir):
-                m = next((q for q in (root / mask_dir).glob(p.stem + ".*") if q.suffix.lower() in IMAGE_SUFFIXES), None)
+                m = next(
+                    (q for q in (root / mask_dir).glob(p.stem + ".*") if q.suffix.lower() in IMAGE_SUFFIXES),
+                    None,
+                )
                 if m is None:
                     log.warning("no mask for %s: skipped", p)
                     continue
@@ -136,7 +139,11 @@ class MethodScores:
 
 
 def score_items(
-    items: list[Item], model: BlurDetector, device: torch.device, *, keep_maps: bool = False,
+    items: list[Item],
+    model: BlurDetector,
+    device: torch.device,
+    *,
+    keep_maps: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[dict[str, MethodScores], list[bool], list[Item]]:
     """Run the model and both baselines on every readable item."""
@@ -150,7 +157,14 @@ def score_items(
             log.warning("skipping %s: %s", item.image, exc)
             continue
         if truth is not None and truth.shape != rgb.shape[:2]:
-            truth = cv2.resize(truth.astype(np.uint8), (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_NEAREST) > 0
+            truth = (
+                cv2.resize(
+                    truth.astype(np.uint8),
+                    (rgb.shape[1], rgb.shape[0]),
+                    interpolation=cv2.INTER_NEAREST,
+                )
+                > 0
+            )
         prob, _ = model_maps(model, rgb, device)
         hf = hf_blur_map(rgb)
         valid = item.observable(rgb)
@@ -169,14 +183,23 @@ def score_items(
 
 
 def evaluate(
-    model: BlurDetector, val_items: list[Item], test_items: list[Item], device: torch.device,
+    model: BlurDetector,
+    val_items: list[Item],
+    test_items: list[Item],
+    device: torch.device,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[dict, dict[str, MethodScores], list[bool], list[Item]]:
     """Pick each method's thresholds on ``val_items``; report all metrics on ``test_items``."""
     val, val_labels, _ = score_items(val_items, model, device, progress=progress)
     test, test_labels, used = score_items(test_items, model, device, keep_maps=True, progress=progress)
     has_masks = any(i.mask is not None for i in test_items)
-    results: dict = {"n_val": len(val_labels), "n_test": len(test_labels), "pixel": {}, "image": {}, "thresholds": {}}
+    results: dict = {
+        "n_val": len(val_labels),
+        "n_test": len(test_labels),
+        "pixel": {},
+        "image": {},
+        "thresholds": {},
+    }
     for name in (OURS, HF, VOL):
         th: dict[str, float] = {}
         if has_masks and name != VOL:
@@ -205,13 +228,29 @@ def markdown_tables(results: dict) -> str:
     """The results as two Markdown tables (pixel level, image level), methods as columns."""
     out = []
     for level, keys in (
-        ("pixel", ("pixel_accuracy", "mean_iou", "weighted_iou", "mean_class_accuracy", "blur_precision", "blur_recall", "blur_f1", "blur_iou", "pr_auc")),
+        (
+            "pixel",
+            (
+                "pixel_accuracy",
+                "mean_iou",
+                "weighted_iou",
+                "mean_class_accuracy",
+                "blur_precision",
+                "blur_recall",
+                "blur_f1",
+                "blur_iou",
+                "pr_auc",
+            ),
+        ),
         ("image", ("accuracy", "precision", "recall", "specificity", "f1", "roc_auc")),
     ):
         methods = [m for m in (OURS, HF, VOL) if m in results[level]]
         if not methods:
             continue
-        out.append(f"**{level.capitalize()} level** (test n = {results['n_test']}; thresholds from validation n = {results['n_val']})\n")
+        out.append(
+            f"**{level.capitalize()} level** (test n = {results['n_test']}; "
+            f"thresholds from validation n = {results['n_val']})\n"
+        )
         out.append("| metric | " + " | ".join(LABELS[m] for m in methods) + " |")
         out.append("|---|" + "---:|" * len(methods))
         for k in keys:
@@ -221,7 +260,9 @@ def markdown_tables(results: dict) -> str:
     return "\n".join(out)
 
 
-def write_report(results: dict, test: dict[str, MethodScores], labels: list[bool], items: list[Item], out: Path) -> None:
+def write_report(
+    results: dict, test: dict[str, MethodScores], labels: list[bool], items: list[Item], out: Path
+) -> None:
     """results.json, results.md, pr_curve.png, roc_curve.png and worst_cases.png under ``out``."""
     import matplotlib
 
@@ -269,7 +310,14 @@ def _worst(results: dict, test: dict[str, MethodScores], items: list[Item]) -> I
         yield ((truth & pred).sum() / union if union else 1.0), i
 
 
-def write_worst_cases(results: dict, test: dict[str, MethodScores], items: list[Item], path: Path, n: int = 8, tile: int = 160) -> None:
+def write_worst_cases(
+    results: dict,
+    test: dict[str, MethodScores],
+    items: list[Item],
+    path: Path,
+    n: int = 8,
+    tile: int = 160,
+) -> None:
     """Rows of image | ground truth | our probability for the lowest-IoU test images."""
     worst = sorted(_worst(results, test, items))[:n]
     rows = []
@@ -277,7 +325,10 @@ def write_worst_cases(results: dict, test: dict[str, MethodScores], items: list[
         rgb = load_source(items[i].image)
         truth = (_read_mask(items[i].mask) * 255).astype(np.uint8)
         heat = cv2.applyColorMap((test[OURS].maps[i] * 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS)
-        tiles = [cv2.resize(x, (tile, tile), interpolation=cv2.INTER_AREA) for x in (rgb[..., ::-1], cv2.cvtColor(truth, cv2.COLOR_GRAY2BGR), heat)]
+        tiles = [
+            cv2.resize(x, (tile, tile), interpolation=cv2.INTER_AREA)
+            for x in (rgb[..., ::-1], cv2.cvtColor(truth, cv2.COLOR_GRAY2BGR), heat)
+        ]
         row = np.concatenate(tiles, axis=1)
         cv2.putText(row, f"IoU {iou:.2f}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 255, 255), 1)
         rows.append(row)

@@ -57,7 +57,11 @@ def _load_training_state(checkpoint: Path) -> tuple[BlurDetector, dict]:
 
 
 def export(
-    checkpoint: Path, out: Path, *, results: Path | None = None, run: Path | None = None,
+    checkpoint: Path,
+    out: Path,
+    *,
+    results: Path | None = None,
+    run: Path | None = None,
     calibration: Path | None = None,
 ) -> CheckpointMeta:
     """Write ``out`` from ``checkpoint`` (``best_model.pt`` or ``train_state.pt``, or a
@@ -76,7 +80,11 @@ def export(
     checkpoint = Path(checkpoint)
     if checkpoint.suffix == ".safetensors":
         model, meta = load_checkpoint(checkpoint)
-        thresholds, metrics, training = dict(meta.thresholds), dict(meta.metrics), dict(meta.training)
+        thresholds, metrics, training = (
+            dict(meta.thresholds),
+            dict(meta.metrics),
+            dict(meta.training),
+        )
     else:
         model, state = _load_training_state(checkpoint)
         thresholds = {"pixel": 0.5, "image": 0.5, "source": "default (not evaluated)"}
@@ -85,8 +93,15 @@ def export(
         training["checkpoint_step"] = state.get("step")
     if results is not None:
         r = json.loads(Path(results).read_text())
-        thresholds = {**r["thresholds"][OURS], "source": f"grid search on validation ({r['n_val']} images)"}
-        metrics = {"pixel": r["pixel"].get(OURS, {}), "image": r["image"].get(OURS, {}), "n_test": r["n_test"]}
+        thresholds = {
+            **r["thresholds"][OURS],
+            "source": f"grid search on validation ({r['n_val']} images)",
+        }
+        metrics = {
+            "pixel": r["pixel"].get(OURS, {}),
+            "image": r["image"].get(OURS, {}),
+            "n_test": r["n_test"],
+        }
     if calibration is not None:
         c = json.loads(Path(calibration).read_text())
         thresholds.update(pixel=c["threshold"], pixel_source=f"qc-train calibrate: {c['chosen_by']}")

@@ -65,7 +65,12 @@ def dice_loss(
 
 
 def focal_tversky_loss(
-    prob: torch.Tensor, target: torch.Tensor, alpha: float, beta: float, gamma: float, smooth: float,
+    prob: torch.Tensor,
+    target: torch.Tensor,
+    alpha: float,
+    beta: float,
+    gamma: float,
+    smooth: float,
     valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     dims = tuple(range(1, prob.ndim))
@@ -78,9 +83,7 @@ def focal_tversky_loss(
     return ((1 - ti).clamp_min(0) ** gamma).mean()
 
 
-def masked_huber_loss(
-    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, delta: float
-) -> torch.Tensor:
+def masked_huber_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, delta: float) -> torch.Tensor:
     """Huber loss averaged over ground-truth blur pixels only (zero when there are none)."""
     weight = (mask > 0.5).float()
     per_pixel = F.huber_loss(pred.float(), target.float(), reduction="none", delta=delta)
@@ -135,11 +138,16 @@ class CompositeLoss(torch.nn.Module):
             for w, logits in zip(c.aux_weights, out.aux, strict=True):
                 small = F.interpolate(mask.float(), size=logits.shape[-2:], mode="area")
                 small_valid = (
-                    None if valid is None
-                    else F.interpolate(valid.float(), size=logits.shape[-2:], mode="area")
+                    None if valid is None else F.interpolate(valid.float(), size=logits.shape[-2:], mode="area")
                 )
                 aux = aux + w * self._seg_total(self.segmentation(logits, small, small_valid))
         total = c.w_seg * seg + c.w_reg * reg + c.w_prev * prev + c.w_aux * aux
         terms = {k: float(v.detach()) for k, v in seg_terms.items()}
-        terms.update(seg=float(seg.detach()), reg=float(reg.detach()), prev=float(prev.detach()), aux=float(aux.detach()), total=float(total.detach()))
+        terms.update(
+            seg=float(seg.detach()),
+            reg=float(reg.detach()),
+            prev=float(prev.detach()),
+            aux=float(aux.detach()),
+            total=float(total.detach()),
+        )
         return total, terms

@@ -217,12 +217,21 @@ class _StepIndices(torch.utils.data.Sampler[int]):
 def _to(batch: dict, device: torch.device, channels_last: bool) -> tuple[torch.Tensor, ...]:
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     image = batch["image"].to(device, non_blocking=True).contiguous(memory_format=fmt)
-    return image, batch["mask"].to(device), batch["intensity"].to(device), batch["observable"].to(device)
+    return (
+        image,
+        batch["mask"].to(device),
+        batch["intensity"].to(device),
+        batch["observable"].to(device),
+    )
 
 
 @torch.no_grad()
 def validate(
-    model: BlurDetector, batches: Sequence[dict], loss_fn: CompositeLoss, cfg: TrainConfig, device: torch.device
+    model: BlurDetector,
+    batches: Sequence[dict],
+    loss_fn: CompositeLoss,
+    cfg: TrainConfig,
+    device: torch.device,
 ) -> dict[str, float]:
     """Loss, blur IoU / F1 at 0.5 and image-level ROC AUC on the fixed validation set."""
     was_training = model.training
@@ -254,7 +263,14 @@ def validate(
 def _val_batches(cfg: TrainConfig, splits: Splits) -> list[dict]:
     sources = splits.val or splits.train
     synth = stage_synth(cfg, 3, cfg.val_crop)
-    ds = BlurSynthDataset(sources, synth, length=cfg.val_samples, seed=cfg.seed + 7919, mask_sources=cfg.mask_sources, cache_dir=cfg.out / "mask-cache")
+    ds = BlurSynthDataset(
+        sources,
+        synth,
+        length=cfg.val_samples,
+        seed=cfg.seed + 7919,
+        mask_sources=cfg.mask_sources,
+        cache_dir=cfg.out / "mask-cache",
+    )
     loader = DataLoader(ds, batch_size=cfg.batch_size, num_workers=0)
     return list(loader)
 
@@ -267,10 +283,14 @@ def initial_model(cfg: TrainConfig) -> BlurDetector:
     from model_training.export import load_training_model
 
     start = load_training_model(cfg.init_from)
-    if (start.config.encoder, start.config.decoder_channels) != (config.encoder, config.decoder_channels):
+    if (start.config.encoder, start.config.decoder_channels) != (
+        config.encoder,
+        config.decoder_channels,
+    ):
         raise ValueError(
             f"--init-from {cfg.init_from} is a {start.config.encoder} U-Net with decoder "
-            f"{list(start.config.decoder_channels)}; this run asks for {cfg.encoder} with {list(config.decoder_channels)}"
+            f"{list(start.config.decoder_channels)}; "
+            f"this run asks for {cfg.encoder} with {list(config.decoder_channels)}"
         )
     start.config = replace(start.config, encoder_init=f"finetuned:{cfg.init_from.name}<-{start.config.encoder_init}")
     log.info("fine-tuning from %s", cfg.init_from)
@@ -280,7 +300,15 @@ def initial_model(cfg: TrainConfig) -> BlurDetector:
 def _save_state(cfg: TrainConfig, model: BlurDetector, opt, sched, step: int, best: float) -> None:
     tmp = cfg.out / (STATE_FILE + ".tmp")
     torch.save(
-        {"model": model.state_dict(), "model_config": model.config.to_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step, "best": best, "train_config": json.loads(cfg.model_dump_json())},
+        {
+            "model": model.state_dict(),
+            "model_config": model.config.to_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "step": step,
+            "best": best,
+            "train_config": json.loads(cfg.model_dump_json()),
+        },
         tmp,
     )
     tmp.replace(cfg.out / STATE_FILE)
@@ -288,7 +316,15 @@ def _save_state(cfg: TrainConfig, model: BlurDetector, opt, sched, step: int, be
 
 def _save_best(cfg: TrainConfig, model: BlurDetector, step: int, metrics: dict) -> None:
     tmp = cfg.out / (BEST_FILE + ".tmp")
-    torch.save({"model": model.state_dict(), "model_config": model.config.to_dict(), "step": step, "metrics": metrics}, tmp)
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "model_config": model.config.to_dict(),
+            "step": step,
+            "metrics": metrics,
+        },
+        tmp,
+    )
     tmp.replace(cfg.out / BEST_FILE)
 
 
@@ -348,15 +384,23 @@ def fit(
                 stage_start += steps
                 continue
             ds = BlurSynthDataset(
-                splits.train, stage_synth(cfg, stage, crop), length=steps * cfg.batch_size * d.world,
-                seed=cfg.seed * 1000 + stage, mask_sources=cfg.mask_sources, cache_dir=cfg.out / "mask-cache",
+                splits.train,
+                stage_synth(cfg, stage, crop),
+                length=steps * cfg.batch_size * d.world,
+                seed=cfg.seed * 1000 + stage,
+                mask_sources=cfg.mask_sources,
+                cache_dir=cfg.out / "mask-cache",
                 source_weights=source_weights(splits.train, cfg.source_balance),
             )
             sampler = _StepIndices(step - stage_start, steps, cfg.batch_size, d.rank, d.world)
             loader = DataLoader(
-                ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
+                ds,
+                batch_size=cfg.batch_size,
+                sampler=sampler,
+                num_workers=cfg.workers,
                 multiprocessing_context="spawn" if cfg.workers > 0 else None,
-                prefetch_factor=4 if cfg.workers > 0 else None, pin_memory=device.type == "cuda",
+                prefetch_factor=4 if cfg.workers > 0 else None,
+                pin_memory=device.type == "cuda",
             )
             for batch in loader:
                 image, mask, inten, valid = _to(batch, device, cfg.channels_last)
@@ -378,9 +422,14 @@ def fit(
                 n_running += 1
                 validating = step % cfg.val_every == 0 or step == cfg.total_steps
                 if validating or step % cfg.log_every == 0:
-                    record = {"step": step, "stage": stage, "lr": sched.get_last_lr()[0], "grad_norm": grad_norm,
-                              "elapsed_s": round(time.perf_counter() - t_start, 1),
-                              **{k: d.mean(v / n_running) for k, v in running.items()}}
+                    record = {
+                        "step": step,
+                        "stage": stage,
+                        "lr": sched.get_last_lr()[0],
+                        "grad_norm": grad_norm,
+                        "elapsed_s": round(time.perf_counter() - t_start, 1),
+                        **{k: d.mean(v / n_running) for k, v in running.items()},
+                    }
                     running.clear()
                     n_running = 0
                     if validating:
@@ -436,7 +485,7 @@ def plot_curves(metrics_path: Path, png: Path) -> None:
     b.set_xlabel("step")
     b.set_title("validation")
     b.legend()
-    for prev, cur in zip(rows, rows[1:]):
+    for prev, cur in zip(rows, rows[1:], strict=False):
         if cur["stage"] != prev["stage"]:
             a.axvline(prev["step"], color="grey", lw=0.5)
     fig.tight_layout()

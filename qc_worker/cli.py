@@ -14,9 +14,9 @@ import logging
 import os
 import sys
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
@@ -84,7 +84,7 @@ def config_command(
     Console().print(table)
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     table = "table"
     json = "json"
     csv = "csv"
@@ -107,11 +107,20 @@ def _worst_text(region: dict | None) -> str:
 
 @app.command()
 def screen(
-    paths: Annotated[list[str], typer.Argument(help="Image files and folders, or s3://bucket/key and s3://bucket/prefix/, to screen.")],
+    paths: Annotated[
+        list[str],
+        typer.Argument(help="Image files and folders, or s3://bucket/key and s3://bucket/prefix/, to screen."),
+    ],
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Write overlay images (JPEG: heat map, regions, crops) here.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write overlay images (JPEG: heat map, regions, crops) here."),
+    ] = None,
     fmt: Annotated[Format, typer.Option("--format", help="Summary format on standard output.")] = Format.table,
-    model: Annotated[Optional[Path], typer.Option("--model", help="Checkpoint to use (default: QC_MODEL_PATH or the shipped one).")] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", help="Checkpoint to use (default: QC_MODEL_PATH or the shipped one)."),
+    ] = None,
 ) -> None:
     """Screen images in-process: verdicts, blurred regions and crop-safe ROIs, stored in the database.
 
@@ -137,7 +146,10 @@ def screen(
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     if not uris:
-        err.print(f"[red]error:[/red] no images found in {', '.join(paths)}" + ("" if recursive else " (use --recursive for sub-folders)"))
+        err.print(
+            f"[red]error:[/red] no images found in {', '.join(paths)}"
+            + ("" if recursive else " (use --recursive for sub-folders)")
+        )
         raise typer.Exit(2)
     try:
         detector = Detector.load(model or settings.model_path, device=settings.device, precision=settings.precision)
@@ -145,10 +157,21 @@ def screen(
         err.print(f"[red]error:[/red] cannot load the detector: {exc}")
         raise typer.Exit(2) from exc
     upgrade(settings.database_url)
-    screener = Screener(settings, detector, get_sessionmaker(settings.database_url), store=store,
-                        overlay_store=LocalStore(out) if out else None)
+    screener = Screener(
+        settings,
+        detector,
+        get_sessionmaker(settings.database_url),
+        store=store,
+        overlay_store=LocalStore(out) if out else None,
+    )
     outcomes = []
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err) as bar:
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+    ) as bar:
         task = bar.add_task("screening", total=len(uris))
         for outcome in screener.screen(uris, progress=lambda o: bar.advance(task)):
             outcomes.append(outcome)
@@ -167,8 +190,14 @@ def _print_outcomes(outcomes: list, fmt: Format) -> None:
         typer.echo(json.dumps([o.to_dict() for o in outcomes], indent=2))
         return
     rows = [
-        (o.uri, o.verdict or "failed", f"{o.score:.2f}" if o.score is not None else "", _worst_text(o.worst_region),
-         _crop_text(o.best_crop("16:9")), o.reason or "")
+        (
+            o.uri,
+            o.verdict or "failed",
+            f"{o.score:.2f}" if o.score is not None else "",
+            _worst_text(o.worst_region),
+            _crop_text(o.best_crop("16:9")),
+            o.reason or "",
+        )
         for o in outcomes
     ]
     header = ("image", "verdict", "score", "worst region", "best 16:9 crop", "reason")
@@ -209,15 +238,23 @@ def _queue_jobs(settings: Settings, jobs_to_send: list[tuple[int, str]]) -> None
     sessions = get_sessionmaker(settings.database_url)
     try:
         for job_id, task in jobs_to_send:
-            celery.send_task(task, args=[job_id], retry=True, retry_policy={"max_retries": 3, "interval_start": 0.5})
+            celery.send_task(
+                task,
+                args=[job_id],
+                retry=True,
+                retry_policy={"max_retries": 3, "interval_start": 0.5},
+            )
     except Exception as exc:  # kombu raises several types for an unreachable broker
         sent = [j for j, _ in jobs_to_send[: jobs_to_send.index((job_id, task))]]
         with sessions.begin() as s:
             for j, _ in jobs_to_send:
                 if j not in sent:
                     jobs.fail_job(s, j, f"could not queue the job: {type(exc).__name__}: {exc}")
-        raise _fail(f"cannot reach the job queue at {settings.redacted()['redis_url']}: {exc}; "
-                    f"{len(jobs_to_send) - len(sent)} job(s) marked failed", 1) from exc
+        raise _fail(
+            f"cannot reach the job queue at {settings.redacted()['redis_url']}: {exc}; "
+            f"{len(jobs_to_send) - len(sent)} job(s) marked failed",
+            1,
+        ) from exc
     finally:
         celery.close()
 
@@ -235,7 +272,10 @@ def _require_schema(settings: Settings) -> None:
 
 @enqueue_app.command("titles")
 def enqueue_titles(
-    catalog: Annotated[Path, typer.Argument(help="CSV with a header: title_id,name,video_uri (video: path or s3:// URI).")],
+    catalog: Annotated[
+        Path,
+        typer.Argument(help="CSV with a header: title_id,name,video_uri (video: path or s3:// URI)."),
+    ],
 ) -> None:
     """One frame-extraction job per title: sample the video, screen the candidate thumbnails."""
     from qc_worker import jobs
@@ -260,17 +300,26 @@ def enqueue_titles(
     with get_sessionmaker(settings.database_url).begin() as s:
         for row in rows:
             title = jobs.upsert_title(s, row.title_id, row.name)
-            job = jobs.create_job(s, JobKind.FRAMES, {"video_uri": row.video_uri, "catalog_line": row.line},
-                                  title_id=title.id)
+            job = jobs.create_job(
+                s,
+                JobKind.FRAMES,
+                {"video_uri": row.video_uri, "catalog_line": row.line},
+                title_id=title.id,
+            )
             created.append((job.id, "qc.extract_frames"))
     _queue_jobs(settings, created)
-    typer.echo(f"queued {len(created)} title job(s): {', '.join(str(j) for j, _ in created)}"
-               + (f"; skipped {len(problems)} bad row(s)" if problems else ""))
+    typer.echo(
+        f"queued {len(created)} title job(s): {', '.join(str(j) for j, _ in created)}"
+        + (f"; skipped {len(problems)} bad row(s)" if problems else "")
+    )
 
 
 @enqueue_app.command("submission")
 def enqueue_submission(
-    uris: Annotated[list[str], typer.Argument(help="Image files, folders, s3://bucket/key or s3://bucket/prefix/.")],
+    uris: Annotated[
+        list[str],
+        typer.Argument(help="Image files, folders, s3://bucket/key or s3://bucket/prefix/."),
+    ],
     vendor: Annotated[str, typer.Option("--vendor", help="Who submitted the artwork.")],
 ) -> None:
     """One vendor job screening every image named (prefixes and folders are listed by the worker)."""
@@ -290,9 +339,21 @@ def enqueue_submission(
 
 @app.command()
 def rescan(
-    since: Annotated[Optional[datetime], typer.Option("--since", help="Only images first recorded at or after this date/time (UTC).")] = None,
-    model: Annotated[Optional[Path], typer.Option("--model", help="Checkpoint whose version must screen (default: QC_MODEL_PATH or the shipped one).")] = None,
-    max_age_days: Annotated[Optional[int], typer.Option("--max-age-days", min=1, help="Also re-screen screenings older than this.")] = None,
+    since: Annotated[
+        datetime | None,
+        typer.Option("--since", help="Only images first recorded at or after this date/time (UTC)."),
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model",
+            help="Checkpoint whose version must screen (default: QC_MODEL_PATH or the shipped one).",
+        ),
+    ] = None,
+    max_age_days: Annotated[
+        int | None,
+        typer.Option("--max-age-days", min=1, help="Also re-screen screenings older than this."),
+    ] = None,
 ) -> None:
     """Re-screen every image the model has not screened, in chunks on the low-priority rescan queue."""
     from qc_worker.db.engine import get_sessionmaker
@@ -308,15 +369,19 @@ def rescan(
         raise _fail(f"cannot read the model {path}: {exc}") from exc
     _require_schema(settings)
     when = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
-    job_id = create_rescan_job(get_sessionmaker(settings.database_url), checksum, since=when,
-                               max_age_days=max_age_days or settings.rescan_max_age_days)
+    job_id = create_rescan_job(
+        get_sessionmaker(settings.database_url),
+        checksum,
+        since=when,
+        max_age_days=max_age_days or settings.rescan_max_age_days,
+    )
     _queue_jobs(settings, [(job_id, "qc.plan_rescan")])
     typer.echo(f"queued rescan job {job_id} for model {checksum[:12]}")
 
 
 @app.command("jobs")
 def jobs_command(
-    job_id: Annotated[Optional[int], typer.Argument(help="One job's details (default: the latest jobs).")] = None,
+    job_id: Annotated[int | None, typer.Argument(help="One job's details (default: the latest jobs).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     limit: Annotated[int, typer.Option("--limit", min=1, help="How many recent jobs to list.")] = 50,
 ) -> None:
@@ -337,8 +402,12 @@ def jobs_command(
     for h in ("id", "kind", "status", "screened", "failed", "pending", "total", "error"):
         table.add_column(h, overflow="fold")
     for r in rows:
-        table.add_row(*(escape(str(r[k] if r[k] is not None else "")) for k in
-                        ("id", "kind", "status", "screened", "failed", "pending", "total", "error")))
+        table.add_row(
+            *(
+                escape(str(r[k] if r[k] is not None else ""))
+                for k in ("id", "kind", "status", "screened", "failed", "pending", "total", "error")
+            )
+        )
     Console().print(table)
     if job_id is not None and rows[0]["failures"]:
         for f in rows[0]["failures"]:
@@ -347,7 +416,9 @@ def jobs_command(
 
 @app.command()
 def worker(
-    queues: Annotated[str, typer.Option("--queues", "-Q", help="Queues to serve, highest priority first.")] = "frames,vendor,screen,rescan",
+    queues: Annotated[
+        str, typer.Option("--queues", "-Q", help="Queues to serve, highest priority first.")
+    ] = "frames,vendor,screen,rescan",
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Worker processes (1 per GPU).")] = 1,
     pool: Annotated[str, typer.Option("--pool", help="prefork (default), solo or threads.")] = "prefork",
 ) -> None:
@@ -370,11 +441,18 @@ def worker(
         # Before the pool forks: children then write their metrics where the parent serves them.
         metrics.prepare_multiprocess(Path(tempfile.mkdtemp(prefix="qc-metrics-")))
         metrics.start_metrics_server(settings)
-    celery.worker_main([
-        "worker", f"--queues={','.join(wanted)}", f"--concurrency={concurrency}", f"--pool={pool}",
-        f"--loglevel={settings.log_level}", "--without-gossip", "--without-mingle",
-        f"--hostname=qc-{os.getpid()}@%h",
-    ])
+    celery.worker_main(
+        [
+            "worker",
+            f"--queues={','.join(wanted)}",
+            f"--concurrency={concurrency}",
+            f"--pool={pool}",
+            f"--loglevel={settings.log_level}",
+            "--without-gossip",
+            "--without-mingle",
+            f"--hostname=qc-{os.getpid()}@%h",
+        ]
+    )
 
 
 @app.command()
@@ -401,7 +479,9 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
 
 
 @db_app.command("downgrade")
-def db_downgrade(revision: Annotated[str, typer.Argument(help="Target revision ('base' drops every table).")] = "-1") -> None:
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision ('base' drops every table).")] = "-1",
+) -> None:
     """Migrate the configured database down to REVISION (default: one step)."""
     from qc_worker.db.migrate import current, downgrade
 
@@ -420,12 +500,13 @@ def db_current() -> None:
 
 
 report_app = typer.Typer(
-    help="Self-contained HTML pages of screening results: one title or one job.", no_args_is_help=True
+    help="Self-contained HTML pages of screening results: one title or one job.",
+    no_args_is_help=True,
 )
 app.add_typer(report_app, name="report")
 
 
-class TitleKeyKind(str, Enum):
+class TitleKeyKind(StrEnum):
     auto = "auto"
     id = "id"
     external = "external"
@@ -451,8 +532,10 @@ def _write_report(kind: str, key: str, out: Path | None, build) -> None:
         raise typer.Exit(2) from exc
     except SQLAlchemyError as exc:
         first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        err.print(f"[red]error:[/red] cannot read the results database {escape(settings.redacted()['database_url'])}: "
-                  f"{escape(first)} (is it migrated? `qc db upgrade`)")
+        err.print(
+            f"[red]error:[/red] cannot read the results database {escape(settings.redacted()['database_url'])}: "
+            f"{escape(first)} (is it migrated? `qc db upgrade`)"
+        )
         raise typer.Exit(2) from exc
     report.write(path)
     typer.echo(f"wrote {path} ({report.subject}: {report.counts['images']} images; {report.counts_text() or 'none'})")
@@ -460,20 +543,40 @@ def _write_report(kind: str, key: str, out: Path | None, build) -> None:
 
 @report_app.command("title")
 def report_title(
-    title: Annotated[str, typer.Argument(help="The title: its id (titles.id) or its catalog external id (titles.external_id).")],
-    out: Annotated[Path | None, typer.Option("--out", help="Where to write the page (default: report-title-TITLE.html).")] = None,
-    by: Annotated[TitleKeyKind, typer.Option("--by", help="Read TITLE as an id, an external id, or either (auto; ambiguity is an error).")] = TitleKeyKind.auto,
+    title: Annotated[
+        str,
+        typer.Argument(help="The title: its id (titles.id) or its catalog external id (titles.external_id)."),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Where to write the page (default: report-title-TITLE.html)."),
+    ] = None,
+    by: Annotated[
+        TitleKeyKind,
+        typer.Option(
+            "--by",
+            help="Read TITLE as an id, an external id, or either (auto; ambiguity is an error).",
+        ),
+    ] = TitleKeyKind.auto,
 ) -> None:
     """Write one HTML page showing every image of a title: overlay, verdict, crops, timestamps."""
     from qc_worker.report import title_report
 
-    _write_report("title", title, out, lambda s, store, opts: title_report(s, title, store, by=by.value, options=opts))
+    _write_report(
+        "title",
+        title,
+        out,
+        lambda s, store, opts: title_report(s, title, store, by=by.value, options=opts),
+    )
 
 
 @report_app.command("job")
 def report_job(
     job: Annotated[int, typer.Argument(help="The job's id (jobs.id).")],
-    out: Annotated[Path | None, typer.Option("--out", help="Where to write the page (default: report-job-JOB.html).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Where to write the page (default: report-job-JOB.html)."),
+    ] = None,
 ) -> None:
     """Write one HTML page showing every image of a job: overlay, verdict, crops, failures."""
     from qc_worker.report import job_report

@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
@@ -71,9 +79,7 @@ def redact_url(url: str) -> str:
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
         if any(is_sensitive_name(k) for k, _ in pairs):
-            query = urlencode(
-                [(k, REDACTED if is_sensitive_name(k) else v) for k, v in pairs], safe="*"
-            )
+            query = urlencode([(k, REDACTED if is_sensitive_name(k) else v) for k, v in pairs], safe="*")
     if netloc == parts.netloc and query == parts.query:
         return url
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
@@ -101,7 +107,6 @@ def parse_aspect(aspect: str) -> float:
     return float(m.group(1)) / float(m.group(2))
 
 
-
 class FaceConfig(BaseModel):
     """Face detection settings (defaults suit artwork from thumbnails to 4K)."""
 
@@ -111,7 +116,9 @@ class FaceConfig(BaseModel):
     scale_factor: float = Field(1.1, gt=1.0, le=2.0, description="Cascade pyramid step.")
     min_neighbors: int = Field(5, ge=1, description="Cascade agreement needed for a face.")
     min_size_fraction: float = Field(
-        0.06, gt=0.0, le=1.0,
+        0.06,
+        gt=0.0,
+        le=1.0,
         description="Smallest face side, as a fraction of the detection copy's short side.",
     )
     profile: Literal["always", "fallback", "never"] = Field(
@@ -121,15 +128,17 @@ class FaceConfig(BaseModel):
         "about two thirds of the time), or never.",
     )
     duplicate_iou: float = Field(
-        0.3, ge=0.0, le=1.0,
+        0.3,
+        ge=0.0,
+        le=1.0,
         description="A later box overlapping a kept one above this IoU is a duplicate.",
     )
     duplicate_containment: float = Field(
-        0.7, ge=0.0, le=1.0,
-        description="A box lying this much inside a kept one (intersection / own area) is a "
-        "duplicate too.",
+        0.7,
+        ge=0.0,
+        le=1.0,
+        description="A box lying this much inside a kept one (intersection / own area) is a duplicate too.",
     )
-
 
 
 class ObservableConfig(BaseModel):
@@ -146,15 +155,22 @@ class ObservableConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     window: int = Field(
-        15, ge=3, le=255, description="Side (px) of the box the gradient magnitude is averaged over."
+        15,
+        ge=3,
+        le=255,
+        description="Side (px) of the box the gradient magnitude is averaged over.",
     )
     min_gradient: float = Field(
-        0.008, ge=0.0, le=1.0,
+        0.008,
+        ge=0.0,
+        le=1.0,
         description="Mean gradient magnitude (grey levels in [0, 1] per pixel) from which a "
         "pixel is observable; a single edge of contrast 0.12 across the window reaches it.",
     )
     min_observable_fraction: float = Field(
-        0.02, ge=0.0, le=1.0,
+        0.02,
+        ge=0.0,
+        le=1.0,
         description="A region or image with fewer observable pixels than this share of its own "
         "counts as having no blur evidence (coverage 0).",
     )
@@ -171,26 +187,20 @@ class RegionConfig(BaseModel):
         0.0005, ge=0.0, le=1.0, description="Smallest blur component kept (share of image)."
     )
     max_components: int = Field(32, ge=0, description="Largest components kept, at most.")
-    face_blur_limit: float = Field(
-        0.15, gt=0.0, le=1.0, description="A face is blurred from this coverage; rejects."
-    )
-    face_review_limit: float = Field(
-        0.05, gt=0.0, le=1.0, description="A face this covered sends the image to review."
-    )
+    face_blur_limit: float = Field(0.15, gt=0.0, le=1.0, description="A face is blurred from this coverage; rejects.")
+    face_review_limit: float = Field(0.05, gt=0.0, le=1.0, description="A face this covered sends the image to review.")
     foreground_blur_limit: float = Field(
         0.30, gt=0.0, le=1.0, description="The foreground is blurred from this coverage."
     )
-    grid_blur_limit: float = Field(
-        0.50, gt=0.0, le=1.0, description="A grid cell is blurred from this coverage."
-    )
+    grid_blur_limit: float = Field(0.50, gt=0.0, le=1.0, description="A grid cell is blurred from this coverage.")
     review_area_fraction: float = Field(
         0.10, gt=0.0, le=1.0, description="Blurred share of the image that sends to review."
     )
-    reject_area_fraction: float = Field(
-        0.40, gt=0.0, le=1.0, description="Blurred share of the image that rejects."
-    )
+    reject_area_fraction: float = Field(0.40, gt=0.0, le=1.0, description="Blurred share of the image that rejects.")
     review_probability: float = Field(
-        0.85, ge=0.0, le=1.0,
+        0.85,
+        ge=0.0,
+        le=1.0,
         description="A component this confident (mean probability) sends to review ...",
     )
     review_component_fraction: float = Field(
@@ -206,26 +216,23 @@ class RegionConfig(BaseModel):
         return self
 
 
-
 class RoiConfig(BaseModel):
     """Settings of the crop-safe ROI search (see the module doc)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     aspects: tuple[str, ...] = Field(("16:9", "4:3", "1:1", "2:3"), min_length=1)
-    max_blur_fraction: float = Field(
-        0.05, ge=0.0, le=1.0, description="Most blurred share a safe crop may hold."
-    )
+    max_blur_fraction: float = Field(0.05, ge=0.0, le=1.0, description="Most blurred share a safe crop may hold.")
     min_fraction: float = Field(
-        0.5, gt=0.0, le=1.0,
+        0.5,
+        gt=0.0,
+        le=1.0,
         description="Smallest crop side, as a fraction of the side of the largest crop of "
         "that aspect that fits the image.",
     )
     scales: int = Field(11, ge=1, le=200, description="Crop sizes tried, largest to smallest.")
     positions: int = Field(25, ge=1, le=1000, description="Crop places tried per axis.")
-    face_margin: float = Field(
-        0.15, ge=0.0, le=2.0, description="Faces are kept with this margin (share of size)."
-    )
+    face_margin: float = Field(0.15, ge=0.0, le=2.0, description="Faces are kept with this margin (share of size).")
 
     @field_validator("aspects")
     @classmethod
@@ -247,19 +254,16 @@ class FrameConfig(BaseModel):
     scene_threshold: float = Field(
         0.35, gt=0, le=1, description="Histogram (Bhattacharyya) distance that counts as a cut."
     )
-    black_luma: float = Field(
-        18.0, ge=0, le=255, description="Frames darker than this mean luma are dropped as black."
-    )
-    flat_std: float = Field(
-        6.0, ge=0, description="Frames whose luma spread is below this are dropped as flat."
-    )
+    black_luma: float = Field(18.0, ge=0, le=255, description="Frames darker than this mean luma are dropped as black.")
+    flat_std: float = Field(6.0, ge=0, description="Frames whose luma spread is below this are dropped as flat.")
     duplicate_distance: int = Field(
-        6, ge=0, le=64, description="Perceptual-hash distance at or below which a frame is a duplicate."
+        6,
+        ge=0,
+        le=64,
+        description="Perceptual-hash distance at or below which a frame is a duplicate.",
     )
     max_frames: int = Field(300, ge=1, description="Most candidates kept per video (evenly spread).")
-    thumbnail_max_side: int = Field(
-        1920, ge=64, description="Thumbnails larger than this are scaled down to it."
-    )
+    thumbnail_max_side: int = Field(1920, ge=64, description="Thumbnails larger than this are scaled down to it.")
     jpeg_quality: int = Field(95, ge=50, le=100, description="JPEG quality of the thumbnails.")
 
 
@@ -295,9 +299,7 @@ class Settings(BaseSettings):
     # --- broker ---------------------------------------------------------------------
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
-        description=(
-            "Redis URL of the Celery broker and result backend (redis://, rediss:// or unix://)."
-        ),
+        description=("Redis URL of the Celery broker and result backend (redis://, rediss:// or unix://)."),
     )
 
     redis_key_prefix: str = Field(
@@ -329,11 +331,11 @@ class Settings(BaseSettings):
         "doubling from 1 s and capped at retry_backoff_max_s, 12 retries ride out about 35 minutes.",
     )
     retry_backoff_max_s: int = Field(
-        default=600, ge=1, description="Cap of the exponential back-off between retries, in seconds."
+        default=600,
+        ge=1,
+        description="Cap of the exponential back-off between retries, in seconds.",
     )
-    rescan_at: str = Field(
-        default="03:00", description="Time of the nightly rescan, HH:MM in UTC (Celery beat)."
-    )
+    rescan_at: str = Field(default="03:00", description="Time of the nightly rescan, HH:MM in UTC (Celery beat).")
     rescan_max_age_days: int | None = Field(
         default=None,
         ge=1,
@@ -353,9 +355,7 @@ class Settings(BaseSettings):
     s3_region: str = Field(default="us-east-1", description="S3 region name.")
     s3_bucket: str | None = Field(
         default=None,
-        description=(
-            "Bucket that holds images, thumbnails and overlays; unset means local files only."
-        ),
+        description=("Bucket that holds images, thumbnails and overlays; unset means local files only."),
     )
     s3_access_key_id: SecretStr | None = Field(
         default=None,
@@ -366,7 +366,9 @@ class Settings(BaseSettings):
         description="S3 secret access key; unset means boto3's usual credential chain.",
     )
     s3_max_attempts: int = Field(
-        default=5, ge=1, le=20,
+        default=5,
+        ge=1,
+        le=20,
         description="Attempts per S3 request (boto3 standard retries: throttling, 5xx, dropped "
         "connections) before the task itself retries later.",
     )
@@ -379,9 +381,7 @@ class Settings(BaseSettings):
     # --- model ----------------------------------------------------------------------
     model_path: Path | None = Field(
         default=None,
-        description=(
-            "Detector checkpoint to load; unset means the checkpoint shipped in qc_worker/weights."
-        ),
+        description=("Detector checkpoint to load; unset means the checkpoint shipped in qc_worker/weights."),
     )
     imagenet_weights_path: Path | None = Field(
         default=None,
@@ -406,11 +406,10 @@ class Settings(BaseSettings):
         gt=0,
         description="Largest image file read, in bytes; bigger files are refused before download.",
     )
-    log_level: LogLevel = Field(
-        default="INFO", description="Logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL."
-    )
+    log_level: LogLevel = Field(default="INFO", description="Logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL.")
     log_format: Literal["text", "json"] = Field(
-        default="text", description="text for people, json (one object per line) for log collectors."
+        default="text",
+        description="text for people, json (one object per line) for log collectors.",
     )
     metrics_port: int | None = Field(
         default=None,
@@ -470,8 +469,7 @@ class Settings(BaseSettings):
         scheme = urlsplit(value).scheme if "://" in value else ""
         if not scheme:
             raise ValueError(
-                "must be a SQLAlchemy URL such as sqlite:///./qc.db or "
-                "postgresql+psycopg2://user:password@host:5432/qc"
+                "must be a SQLAlchemy URL such as sqlite:///./qc.db or postgresql+psycopg2://user:password@host:5432/qc"
             )
         return value
 
@@ -481,9 +479,7 @@ class Settings(BaseSettings):
         value = value.strip()
         scheme = urlsplit(value).scheme if "://" in value else ""
         if scheme not in {"redis", "rediss", "unix"}:
-            raise ValueError(
-                "must start with redis://, rediss:// or unix://, e.g. redis://127.0.0.1:6379/0"
-            )
+            raise ValueError("must start with redis://, rediss:// or unix://, e.g. redis://127.0.0.1:6379/0")
         return value
 
     @field_validator("s3_endpoint_url")

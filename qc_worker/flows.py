@@ -51,8 +51,13 @@ class ModelMismatch(Exception):
 
 #: Failures of the services, not of the work: the same call may well succeed later.
 TRANSIENT: tuple[type[BaseException], ...] = (
-    TransientStorageError, OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError,
-    ConnectionError, ModelMismatch,
+    TransientStorageError,
+    OperationalError,
+    InterfaceError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConnectionError,
+    ModelMismatch,
 )
 
 
@@ -81,7 +86,10 @@ class WorkerContext:
             s = self.settings
             detector = Detector.load(s.model_path, device=s.device, precision=s.precision)
             self._screener = Screener(
-                s, detector, self.sessions, store=self.store,
+                s,
+                detector,
+                self.sessions,
+                store=self.store,
                 overlay_store=self.store if s.write_overlays else None,
                 overlay_prefix=f"overlays/{detector.meta.checksum[:12]}/",
             )
@@ -153,8 +161,16 @@ def _extract(ctx: WorkerContext, job_id: int, payload: dict) -> None:
         info = probe(local)
         with ctx.sessions.begin() as s:
             job = s.get(Job, job_id)
-            video = jobs.upsert_video(s, uri, job.title_id, sha256=video_sha, fps=info.fps,
-                                      duration_s=info.duration_s, width=info.width, height=info.height)
+            video = jobs.upsert_video(
+                s,
+                uri,
+                job.title_id,
+                sha256=video_sha,
+                fps=info.fps,
+                duration_s=info.duration_s,
+                width=info.width,
+                height=info.height,
+            )
             job.video_id = video.id
             external_id = job.title.external_id if job.title else f"job-{job_id}"
         sampler = FrameSampler(config)
@@ -162,13 +178,17 @@ def _extract(ctx: WorkerContext, job_id: int, payload: dict) -> None:
         for frame in sampler.sample(local, info):
             key = thumbnail_key(external_id, video_sha, frame.index)
             thumb = ctx.store.write(key, encode_thumbnail(frame.rgb, config), "image/jpeg")
-            items.append({"uri": thumb, "timestamp_s": round(frame.timestamp_s, 3), "frame_index": frame.index})
+            items.append(
+                {
+                    "uri": thumb,
+                    "timestamp_s": round(frame.timestamp_s, 3),
+                    "frame_index": frame.index,
+                }
+            )
     stats = sampler.stats.as_dict()
     log.info("job %s: %d candidate frames from %s (%s)", job_id, len(items), uri, stats)
     if not items:
-        raise VideoError(
-            f"no usable frames ({stats['decoded']} decoded: {stats['black']} black, {stats['flat']} flat)"
-        )
+        raise VideoError(f"no usable frames ({stats['decoded']} decoded: {stats['black']} black, {stats['flat']} flat)")
     with ctx.sessions.begin() as s:
         jobs.add_items(s, job_id, items)
         jobs.mark_planned(s, job_id, sampling=stats)
@@ -216,19 +236,26 @@ def run_rescan_plan(ctx: WorkerContext, job_id: int, dispatch: Dispatch) -> None
     if not planned:
         since = datetime.fromisoformat(payload["since"]) if payload.get("since") else None
         with ctx.sessions.begin() as s:
-            uris = jobs.rescan_candidates(s, screener.model_version_id, since=since,
-                                          max_age_days=payload.get("max_age_days"))
+            uris = jobs.rescan_candidates(
+                s, screener.model_version_id, since=since, max_age_days=payload.get("max_age_days")
+            )
             jobs.add_items(s, job_id, [{"uri": u} for u in uris])
             jobs.mark_planned(s, job_id, model_version_id=screener.model_version_id)
     _dispatch_pending(ctx, job_id, "rescan", dispatch)
 
 
 def create_rescan_job(
-    sessions: sessionmaker[Session], model_checksum: str | None, *, since: datetime | None = None,
+    sessions: sessionmaker[Session],
+    model_checksum: str | None,
+    *,
+    since: datetime | None = None,
     max_age_days: int | None = None,
 ) -> int:
-    payload = {"model_checksum": model_checksum, "since": since.isoformat() if since else None,
-               "max_age_days": max_age_days}
+    payload = {
+        "model_checksum": model_checksum,
+        "since": since.isoformat() if since else None,
+        "max_age_days": max_age_days,
+    }
     with sessions.begin() as s:
         return jobs.create_job(s, JobKind.RESCAN, payload).id
 
@@ -236,9 +263,7 @@ def create_rescan_job(
 def _check_model(screener: Screener, payload: dict) -> None:
     wanted = payload.get("model_checksum")
     if wanted and wanted != screener.model_checksum:
-        raise ModelMismatch(
-            f"job is for model {wanted[:12]}, this worker runs {screener.model_checksum[:12]}"
-        )
+        raise ModelMismatch(f"job is for model {wanted[:12]}, this worker runs {screener.model_checksum[:12]}")
 
 
 #: An item whose screening was cut short this many times (the worker process died or hit
@@ -271,9 +296,16 @@ def run_screen_chunk(ctx: WorkerContext, job_id: int, item_ids: Sequence[int]) -
             _check_model(screener, payload)
         careful = any(attempts.values())
         if careful:
-            log.warning("job %s: a chunk was cut short before; screening its %d items one by one", job_id, len(pairs))
-        groups = [[p] for p in pairs] if careful else [pairs[i:i + ctx.settings.batch_size]
-                                                        for i in range(0, len(pairs), ctx.settings.batch_size)]
+            log.warning(
+                "job %s: a chunk was cut short before; screening its %d items one by one",
+                job_id,
+                len(pairs),
+            )
+        groups = (
+            [[p] for p in pairs]
+            if careful
+            else [pairs[i : i + ctx.settings.batch_size] for i in range(0, len(pairs), ctx.settings.batch_size)]
+        )
         for group in groups:
             _screen_group(ctx, screener, job_id, group, attempts)
     with ctx.sessions.begin() as s:
@@ -281,14 +313,22 @@ def run_screen_chunk(ctx: WorkerContext, job_id: int, item_ids: Sequence[int]) -
 
 
 def _screen_group(
-    ctx: WorkerContext, screener: Screener, job_id: int, group: list[tuple[int, Source]], attempts: dict[int, int],
+    ctx: WorkerContext,
+    screener: Screener,
+    job_id: int,
+    group: list[tuple[int, Source]],
+    attempts: dict[int, int],
 ) -> None:
     ids = [i for i, _ in group]
     spent = [i for i in ids if attempts.get(i, 0) >= CRASH_LIMIT]
     if spent:
         with ctx.sessions.begin() as s:
-            jobs.fail_items(s, spent, f"gave up: screening this image was cut short {CRASH_LIMIT} times "
-                                      "(the worker died or hit the task time limit)")
+            jobs.fail_items(
+                s,
+                spent,
+                f"gave up: screening this image was cut short {CRASH_LIMIT} times "
+                "(the worker died or hit the task time limit)",
+            )
         group = [(i, src) for i, src in group if i not in spent]
         ids = [i for i, _ in group]
     if not group:
@@ -312,7 +352,12 @@ def _screen_group(
         if ctx.on_outcome:
             ctx.on_outcome(outcome)
         with log_context(image_id=outcome.image_id):
-            log.info("%s %s%s", outcome.uri, outcome.verdict or "failed", f": {outcome.reason}" if outcome.reason else "")
+            log.info(
+                "%s %s%s",
+                outcome.uri,
+                outcome.verdict or "failed",
+                f": {outcome.reason}" if outcome.reason else "",
+            )
 
 
 def give_up(ctx: WorkerContext, job_id: int, item_ids: Sequence[int] | None, reason: str) -> None:

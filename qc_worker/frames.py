@@ -137,13 +137,22 @@ class FrameSampler:
                     continue
                 self.stats.looked_at += 1
                 hist = _histogram(bgr)
-                cut = previous is not None and cv2.compareHist(previous, hist, cv2.HISTCMP_BHATTACHARYYA) > c.scene_threshold
+                cut = (
+                    previous is not None
+                    and cv2.compareHist(previous, hist, cv2.HISTCMP_BHATTACHARYYA) > c.scene_threshold
+                )
                 previous = hist
                 if cut:
                     self.stats.scene_cuts += 1
                 if not (on_interval or cut):
                     continue
-                frame = self._keep(bgr, index, info.fps, "scene_cut" if cut and not on_interval else "interval", hashes)
+                frame = self._keep(
+                    bgr,
+                    index,
+                    info.fps,
+                    "scene_cut" if cut and not on_interval else "interval",
+                    hashes,
+                )
                 if frame is not None:
                     yield frame
         finally:

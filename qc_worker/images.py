@@ -43,8 +43,7 @@ def _pillow_guard(max_pixels: int) -> None:
 def _bomb(exc: Exception, max_pixels: int) -> ImageError:
     found = _PILLOW_BOMB_PIXELS.search(str(exc))
     size = f"{int(found.group(1)):,} pixels" if found else "larger"
-    return ImageError(f"image is {size}, over the limit of {max_pixels:,} "
-                      "(refused as a possible decompression bomb)")
+    return ImageError(f"image is {size}, over the limit of {max_pixels:,} (refused as a possible decompression bomb)")
 
 
 class ImageError(Exception):

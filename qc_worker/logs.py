@@ -48,7 +48,10 @@ def _ids() -> Mapping[str, str]:
 _KEYS_ATTR = "qc_context_keys"
 # Attributes of every LogRecord (and what formatters add); a context id must not shadow one.
 _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
-    "message", "asctime", "taskName", _KEYS_ATTR,
+    "message",
+    "asctime",
+    "taskName",
+    _KEYS_ATTR,
 }
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _JSON_FIELDS = ["levelname", "name", "message"]
@@ -56,6 +59,7 @@ _JSON_RENAME = {"levelname": "level", "name": "logger"}
 
 
 # --- context ---------------------------------------------------------------------------------
+
 
 def current_context() -> dict[str, str]:
     """The ids every record logged here carries now."""
@@ -105,6 +109,7 @@ class _ContextFilter(logging.Filter):
 
 
 # --- secrets ---------------------------------------------------------------------------------
+
 
 def _url_secrets(url: str) -> list[str]:
     try:
@@ -161,6 +166,7 @@ class _MaskingFormatter(logging.Formatter):
 
 # --- formatters and the handler ----------------------------------------------------------------
 
+
 class _TextFormatter(logging.Formatter):
     """``time LEVEL logger: message [job_id=... image_id=...]``, then any traceback."""
 
@@ -174,7 +180,9 @@ def _formatter(settings: Settings) -> logging.Formatter:
     if settings.log_format == "json":
         # "time": ISO 8601 in UTC, e.g. 2025-01-31T09:15:02.123456+00:00.
         return JsonFormatter(
-            _JSON_FIELDS, rename_fields=_JSON_RENAME, timestamp="time",
+            _JSON_FIELDS,
+            rename_fields=_JSON_RENAME,
+            timestamp="time",
             reserved_attrs=[*RESERVED_ATTRS, _KEYS_ATTR],
         )
     return _TextFormatter(_TEXT_FORMAT)

@@ -65,24 +65,44 @@ MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 STAGES: tuple[str, ...] = ("decode", "detect", "analyse", "overlay", "store")
 TASK_STATES: tuple[str, ...] = ("succeeded", "retried", "failed")
 FAILURE_KINDS: tuple[str, ...] = (
-    "too_large", "video", "missing", "decode", "database", "storage", "other",
+    "too_large",
+    "video",
+    "missing",
+    "decode",
+    "database",
+    "storage",
+    "other",
 )
 
 # 1 ms .. 60 s; one image's stages fall well inside it.
-STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+STAGE_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
 # Tasks handle a chunk of images or a whole video: up to the task time limit (30 min default).
 TASK_BUCKETS = (*STAGE_BUCKETS[2:], 120.0, 300.0, 600.0, 1800.0)
 
 # Every metric is labelled, so no sample value exists until .labels() is first called:
 # prepare_multiprocess() can still switch the value class after this module is imported.
-IMAGES_SCREENED = Counter(
-    "qc_images_screened", "Images screened, by verdict.", ["verdict"]
-)
-IMAGE_FAILURES = Counter(
-    "qc_image_failures", "Images that could not be screened, by kind of reason.", ["kind"]
-)
+IMAGES_SCREENED = Counter("qc_images_screened", "Images screened, by verdict.", ["verdict"])
+IMAGE_FAILURES = Counter("qc_image_failures", "Images that could not be screened, by kind of reason.", ["kind"])
 STAGE_SECONDS = Histogram(
-    "qc_stage_seconds", "Seconds one image spent in each screening stage.", ["stage"],
+    "qc_stage_seconds",
+    "Seconds one image spent in each screening stage.",
+    ["stage"],
     buckets=STAGE_BUCKETS,
 )
 TASKS = Counter("qc_tasks", "Celery tasks that ended, by task name and state.", ["task", "state"])
@@ -96,18 +116,33 @@ TASK_SECONDS = Histogram(
 # Checked in order; the first match wins. Paths and URIs are removed from the reason first,
 # so a file name such as video_database.png cannot decide the kind.
 _KIND_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("too_large", re.compile(r"over the limit|more than the limit|decompression bomb|too (large|big)")),
+    (
+        "too_large",
+        re.compile(r"over the limit|more than the limit|decompression bomb|too (large|big)"),
+    ),
     ("video", re.compile(r"\bvideo\b|ffmpeg|\bcodec\b|no frames")),
-    ("missing", re.compile(r"no such (file|key|bucket)|nosuch(key|bucket)|not found|does not exist|\b404\b")),
-    ("decode", re.compile(
-        r"decode|not an image|unrecognised file format|image header|no pixels|file is empty|"
-        r"truncated|corrupt"
-    )),
-    ("database", re.compile(r"database|sqlalchemy|psycopg|sqlite|postgres|operationalerror|integrityerror")),
-    ("storage", re.compile(
-        r"\bs3\b|bucket|storage|cannot read|cannot write|credentials|access ?denied|forbidden|"
-        r"object key|outside the configured|endpoint|timed? ?out|connection"
-    )),
+    (
+        "missing",
+        re.compile(r"no such (file|key|bucket)|nosuch(key|bucket)|not found|does not exist|\b404\b"),
+    ),
+    (
+        "decode",
+        re.compile(
+            r"decode|not an image|unrecognised file format|image header|no pixels|file is empty|"
+            r"truncated|corrupt"
+        ),
+    ),
+    (
+        "database",
+        re.compile(r"database|sqlalchemy|psycopg|sqlite|postgres|operationalerror|integrityerror"),
+    ),
+    (
+        "storage",
+        re.compile(
+            r"\bs3\b|bucket|storage|cannot read|cannot write|credentials|access ?denied|forbidden|"
+            r"object key|outside the configured|endpoint|timed? ?out|connection"
+        ),
+    ),
 )
 _PATHS = re.compile(r"\w+://\S*|\S*[/\\]\S*")
 
@@ -174,8 +209,13 @@ class QueueDepthCollector(Collector):
     reported, rather than a misleading zero).
     """
 
-    def __init__(self, redis_url: str, prefix: str = "", queues: Iterable[str] = QUEUES,
-                 timeout_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        prefix: str = "",
+        queues: Iterable[str] = QUEUES,
+        timeout_s: float = 2.0,
+    ) -> None:
         self.redis_url = redis_url
         self.prefix = prefix
         self.queues = tuple(queues)
@@ -189,7 +229,8 @@ class QueueDepthCollector(Collector):
                 import redis
 
                 self._client = redis.Redis.from_url(
-                    self.redis_url, socket_timeout=self.timeout_s,
+                    self.redis_url,
+                    socket_timeout=self.timeout_s,
                     socket_connect_timeout=self.timeout_s,
                 )
             return self._client

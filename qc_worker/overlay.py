@@ -40,7 +40,15 @@ def render_overlay(
         x0, y0, x1, y1 = (int(v) for v in roi["bbox"])
         cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), colour, thick)
         label = f"{roi['aspect']}{'' if roi.get('safe', True) else ' unsafe'}"
-        cv2.putText(out, label, (x0 + 3, y0 + 14 * thick), cv2.FONT_HERSHEY_SIMPLEX, 0.45 * thick, colour, thick)
+        cv2.putText(
+            out,
+            label,
+            (x0 + 3, y0 + 14 * thick),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.45 * thick,
+            colour,
+            thick,
+        )
     return out
 
 

@@ -24,14 +24,19 @@ import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from qc_worker.config import Settings
-from qc_worker.db.writes import get_or_create_model_version, record_image_failure, save_screening, upsert_image
+from qc_worker.db.writes import (
+    get_or_create_model_version,
+    record_image_failure,
+    save_screening,
+    upsert_image,
+)
 from qc_worker.detector.faces import Box, Foreground, detect_faces, salient_foreground
 from qc_worker.detector.observable import observable_map
 from qc_worker.detector.regions import RegionReport, analyse_regions
 from qc_worker.detector.roi import Roi, crop_safe_rois
 from qc_worker.images import ImageError, decode_image
 from qc_worker.overlay import encode_overlay, render_overlay
-from qc_worker.storage import LocalStore, Store, StorageError, TransientStorageError
+from qc_worker.storage import LocalStore, StorageError, Store, TransientStorageError
 
 if TYPE_CHECKING:  # the detector pulls in torch; enqueueing and bookkeeping need none of it
     from qc_worker.detector.inference import Detector
@@ -54,8 +59,12 @@ class Source:
 
     def image_fields(self) -> dict:
         return {
-            "source_kind": self.source_kind, "title_id": self.title_id, "video_id": self.video_id,
-            "job_id": self.job_id, "timestamp_s": self.timestamp_s, "frame_index": self.frame_index,
+            "source_kind": self.source_kind,
+            "title_id": self.title_id,
+            "video_id": self.video_id,
+            "job_id": self.job_id,
+            "timestamp_s": self.timestamp_s,
+            "frame_index": self.frame_index,
             "vendor": self.vendor,
         }
 
@@ -83,10 +92,19 @@ class Outcome:
 
     def to_dict(self) -> dict:
         return {
-            "uri": self.uri, "status": self.status, "verdict": self.verdict, "score": self.score,
-            "reason": self.reason, "sha256": self.sha256, "size": list(self.size) if self.size else None,
-            "worst_region": self.worst_region, "regions": self.regions, "rois": self.rois, "overlay": self.overlay,
-            "timings": self.timings, "image_id": self.image_id,
+            "uri": self.uri,
+            "status": self.status,
+            "verdict": self.verdict,
+            "score": self.score,
+            "reason": self.reason,
+            "sha256": self.sha256,
+            "size": list(self.size) if self.size else None,
+            "worst_region": self.worst_region,
+            "regions": self.regions,
+            "rois": self.rois,
+            "overlay": self.overlay,
+            "timings": self.timings,
+            "image_id": self.image_id,
         }
 
 
@@ -127,11 +145,26 @@ def analyse_image(
     if observable is None:
         observable = observable_map(rgb, settings.observable)
     min_obs = settings.observable.min_observable_fraction
-    report = analyse_regions(prob, inten, threshold, faces=faces, foreground=fg, config=settings.regions,
-                             observable=observable, min_observable_fraction=min_obs,
-                             frame_threshold=frame_threshold)
-    rois = crop_safe_rois(prob, threshold, faces=faces, foreground=fg, config=settings.roi,
-                          observable=observable, min_observable_fraction=min_obs)
+    report = analyse_regions(
+        prob,
+        inten,
+        threshold,
+        faces=faces,
+        foreground=fg,
+        config=settings.regions,
+        observable=observable,
+        min_observable_fraction=min_obs,
+        frame_threshold=frame_threshold,
+    )
+    rois = crop_safe_rois(
+        prob,
+        threshold,
+        faces=faces,
+        foreground=fg,
+        config=settings.roi,
+        observable=observable,
+        min_observable_fraction=min_obs,
+    )
     return Analysis(report, rois, observable)
 
 
@@ -170,8 +203,11 @@ class Screener:
         self.frame_threshold = None if frame is None else float(frame)
         with self.sessions.begin() as s:
             mv = get_or_create_model_version(
-                s, name=f"{meta.model.encoder}-unet-{meta.checksum[:12]}", checksum=meta.checksum,
-                metrics=meta.metrics, thresholds=meta.thresholds,
+                s,
+                name=f"{meta.model.encoder}-unet-{meta.checksum[:12]}",
+                checksum=meta.checksum,
+                metrics=meta.metrics,
+                thresholds=meta.thresholds,
             )
             self.model_version_id = mv.id
             self.model_checksum = meta.checksum
@@ -207,7 +243,9 @@ class Screener:
         preds = self.detector.predict([d.rgb for d in decoded]) if decoded else []
         detect_s = (time.perf_counter() - t0) / max(len(decoded), 1)
         for j, (d, pred) in enumerate(zip(decoded, preds, strict=True)):
-            outcomes[at[j]] = self._finish(d, pred.probability, pred.intensity, {"decode": d.seconds, "detect": detect_s})
+            outcomes[at[j]] = self._finish(
+                d, pred.probability, pred.intensity, {"decode": d.seconds, "detect": detect_s}
+            )
         for i in range(len(sources)):
             if progress:
                 progress(outcomes[i])
@@ -249,15 +287,44 @@ class Screener:
             overlay = self.overlay_store.write(name, data, "image/jpeg")
             timings["overlay"] = time.perf_counter() - t1
         h, w = d.rgb.shape[:2]
-        scores = {"score": report.score, "blurred_fraction": report.blurred_fraction, "frame_median": report.frame_median,
-                  "max_probability": float(prob[observable].max(initial=0.0)), "threshold": self.threshold, "reasons": list(report.reasons)}
+        scores = {
+            "score": report.score,
+            "blurred_fraction": report.blurred_fraction,
+            "frame_median": report.frame_median,
+            "max_probability": float(prob[observable].max(initial=0.0)),
+            "threshold": self.threshold,
+            "reasons": list(report.reasons),
+        }
         t2 = time.perf_counter()
         with self.sessions.begin() as session:
             image = upsert_image(session, d.source.uri, d.sha256, w, h, **d.source.image_fields())
             image_id = image.id
-            save_screening(session, image_id, self.model_version_id, report.verdict, scores, timings,
-                           regions=regions, rois=roi_dicts, job_id=d.source.job_id, overlay_uri=overlay)
+            save_screening(
+                session,
+                image_id,
+                self.model_version_id,
+                report.verdict,
+                scores,
+                timings,
+                regions=regions,
+                rois=roi_dicts,
+                job_id=d.source.job_id,
+                overlay_uri=overlay,
+            )
         timings["store"] = time.perf_counter() - t2
         worst = report.worst_region.to_dict() if report.worst_region else None
-        return Outcome(d.source.uri, "screened", report.verdict, float(report.score), None, d.sha256, (w, h),
-                       worst, roi_dicts, regions, overlay, timings, image_id)
+        return Outcome(
+            d.source.uri,
+            "screened",
+            report.verdict,
+            float(report.score),
+            None,
+            d.sha256,
+            (w, h),
+            worst,
+            roi_dicts,
+            regions,
+            overlay,
+            timings,
+            image_id,
+        )

@@ -171,35 +171,40 @@ def resolve_title(session: Session, key: str, by: TitleKey = "auto") -> Title:
 
 
 def title_report(
-    session: Session, key: str, store: Reader, *, by: TitleKey = "auto",
+    session: Session,
+    key: str,
+    store: Reader,
+    *,
+    by: TitleKey = "auto",
     options: ReportOptions = ReportOptions(),
 ) -> Report:
     """The report of every image of a title (by id or external id, see :func:`resolve_title`)."""
     title = resolve_title(session, key, by)
     videos = select(Video.id).where(Video.title_id == title.id)
-    images = session.execute(
-        select(Image).where(or_(Image.title_id == title.id, Image.video_id.in_(videos)))
-    ).scalars().all()
+    images = (
+        session.execute(select(Image).where(or_(Image.title_id == title.id, Image.video_id.in_(videos))))
+        .scalars()
+        .all()
+    )
     entries = [_image_entry(i) for i in images]
     entries.sort(key=_frame_order)
     name = f" \N{EM DASH} {title.name}" if title.name else ""
     subject = f"title {title.id} ({title.external_id}){name}"
-    facts = [("title id", str(title.id)), ("external id", title.external_id),
-             ("name", title.name or "-")]
+    facts = [
+        ("title id", str(title.id)),
+        ("external id", title.external_id),
+        ("name", title.name or "-"),
+    ]
     return _render(session, f"Title {title.external_id}{name}", subject, facts, entries, store, options)
 
 
-def job_report(
-    session: Session, job_id: int, store: Reader, *, options: ReportOptions = ReportOptions()
-) -> Report:
+def job_report(session: Session, job_id: int, store: Reader, *, options: ReportOptions = ReportOptions()) -> Report:
     """The report of every image of a job: its job items, in order, then any other image
     recorded with the job's id."""
     job = session.get(Job, job_id)
     if job is None:
         raise ReportError(f"no job with id {job_id}")
-    items = session.execute(
-        select(JobItem).where(JobItem.job_id == job.id).order_by(JobItem.id)
-    ).scalars().all()
+    items = session.execute(select(JobItem).where(JobItem.job_id == job.id).order_by(JobItem.id)).scalars().all()
     item_image_ids = [i.image_id for i in items if i.image_id is not None]
     images = {
         i.id: i
@@ -226,8 +231,12 @@ def job_report(
     rest = [_image_entry(i) for i in images.values() if i.id not in seen]
     entries += sorted(rest, key=_frame_order)
     subject = f"job {job.id} ({job.kind}, {_enum_text(job.status)})"
-    facts = [("job id", str(job.id)), ("kind", job.kind), ("status", _enum_text(job.status)),
-             ("items", f"{job.items_done} done, {job.items_failed} failed of {job.items_total}")]
+    facts = [
+        ("job id", str(job.id)),
+        ("kind", job.kind),
+        ("status", _enum_text(job.status)),
+        ("items", f"{job.items_done} done, {job.items_failed} failed of {job.items_total}"),
+    ]
     if job.title is not None:
         facts.append(("title", f"{job.title.external_id} ({job.title.name or '-'})"))
     if job.error:
@@ -239,13 +248,23 @@ def _image_entry(image: Image) -> _Entry:
     failure = None
     if image.status == ImageStatus.FAILED:
         failure = image.failure_reason or "failed (no reason recorded)"
-    return _Entry(uri=image.uri, image=image, failure=failure,
-                  timestamp_s=image.timestamp_s, frame_index=image.frame_index)
+    return _Entry(
+        uri=image.uri,
+        image=image,
+        failure=failure,
+        timestamp_s=image.timestamp_s,
+        frame_index=image.frame_index,
+    )
 
 
 def _frame_order(e: _Entry) -> tuple:
-    return (e.timestamp_s is None, e.timestamp_s or 0.0, e.frame_index or 0, e.uri,
-            e.image.id if e.image else 0)
+    return (
+        e.timestamp_s is None,
+        e.timestamp_s or 0.0,
+        e.frame_index or 0,
+        e.uri,
+        e.image.id if e.image else 0,
+    )
 
 
 def _attach_newest_screenings(session: Session, entries: Sequence[_Entry]) -> None:
@@ -253,7 +272,7 @@ def _attach_newest_screenings(session: Session, entries: Sequence[_Entry]) -> No
     by_image = {e.image.id: e for e in entries if e.image is not None}
     ids = list(by_image)
     for start in range(0, len(ids), 500):
-        chunk = ids[start:start + 500]
+        chunk = ids[start : start + 500]
         rows = session.execute(
             select(Screening)
             .where(Screening.image_id.in_(chunk))
@@ -342,8 +361,13 @@ def _e(value: object) -> str:
 
 
 def _render(
-    session: Session, heading: str, subject: str, facts: Sequence[tuple[str, str]],
-    entries: Sequence[_Entry], store: Reader, options: ReportOptions,
+    session: Session,
+    heading: str,
+    subject: str,
+    facts: Sequence[tuple[str, str]],
+    entries: Sequence[_Entry],
+    store: Reader,
+    options: ReportOptions,
 ) -> Report:
     _attach_newest_screenings(session, entries)
     counts = {k: 0 for k in OUTCOMES}
@@ -361,7 +385,7 @@ def _render(
     ]
     model_text = ", ".join(f"{_e(n)} ({c})" for n, c in sorted(models.items())) or "none"
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    body = "\n".join(c[0] for c in cards) or '<p>No images recorded.</p>'
+    body = "\n".join(c[0] for c in cards) or "<p>No images recorded.</p>"
     page = f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -489,9 +513,10 @@ def _pictures(
     kind = "drawn"
     if s is not None and s.overlay_uri:
         try:
-            thumb = _thumbnail(PILImage.fromarray(decode_image(_read(store, s.overlay_uri),
-                                                                options.max_pixels)),
-                               options.thumb_side)
+            thumb = _thumbnail(
+                PILImage.fromarray(decode_image(_read(store, s.overlay_uri), options.max_pixels)),
+                options.thumb_side,
+            )
             kind = "overlay"
         except (StorageError, ImageError, OSError) as exc:
             notes.append(f"Stored overlay not readable ({exc}); boxes drawn instead.")
@@ -500,8 +525,10 @@ def _pictures(
         if s is not None:
             _draw_boxes(thumb, base.size, s.regions, s.rois)
     alt = f"{Path(e.uri).name} ({kind})"
-    picture = (f'<img src="{_data_uri(thumb, options.jpeg_quality)}" alt="{_e(alt)}" '
-               f'width="{thumb.width}" height="{thumb.height}" data-kind="{kind}">')
+    picture = (
+        f'<img src="{_data_uri(thumb, options.jpeg_quality)}" alt="{_e(alt)}" '
+        f'width="{thumb.width}" height="{thumb.height}" data-kind="{kind}">'
+    )
     crops_html = _crops_html(base, s.rois, options) if s is not None else ""
     return picture, crops_html, notes, False
 
@@ -549,7 +576,9 @@ def _aspects(rois: Iterable[CropRoi]) -> list[str]:
 
 
 def _draw_boxes(
-    thumb: PILImage.Image, size: tuple[int, int], regions: Sequence[BlurRegion],
+    thumb: PILImage.Image,
+    size: tuple[int, int],
+    regions: Sequence[BlurRegion],
     rois: Sequence[CropRoi],
 ) -> None:
     """Draw regions (red blurred / green sharp; faces labelled) and ROIs (dashed) in place."""
@@ -579,19 +608,35 @@ def _draw_boxes(
         colour = colours[roi.aspect]
         x0, y0, x1, y1 = scaled(_box(roi))
         _dashed_rect(draw, (x0, y0, x1, y1), colour)
-        _label(draw, font, (x0 + 2, y1 - 13), f"{roi.aspect} {'safe' if roi.safe else 'unsafe'}", colour)
+        _label(
+            draw,
+            font,
+            (x0 + 2, y1 - 13),
+            f"{roi.aspect} {'safe' if roi.safe else 'unsafe'}",
+            colour,
+        )
 
 
-def _label(draw: ImageDraw.ImageDraw, font: ImageFont.ImageFont | ImageFont.FreeTypeFont,
-           xy: tuple[float, float], text: str, colour: tuple[int, int, int]) -> None:
+def _label(
+    draw: ImageDraw.ImageDraw,
+    font: ImageFont.ImageFont | ImageFont.FreeTypeFont,
+    xy: tuple[float, float],
+    text: str,
+    colour: tuple[int, int, int],
+) -> None:
     x, y = xy
     left, top, right, bottom = draw.textbbox((x + 2, y + 1), text, font=font)
     draw.rectangle((left - 2, top - 1, right + 2, bottom + 1), fill=(0, 0, 0))
     draw.text((x + 2, y + 1), text, fill=colour, font=font)
 
 
-def _dashed_rect(draw: ImageDraw.ImageDraw, box: tuple[float, float, float, float],
-                 colour: tuple[int, int, int], dash: float = 7, gap: float = 5) -> None:
+def _dashed_rect(
+    draw: ImageDraw.ImageDraw,
+    box: tuple[float, float, float, float],
+    colour: tuple[int, int, int],
+    dash: float = 7,
+    gap: float = 5,
+) -> None:
     x0, y0, x1, y1 = box
     for ax, ay, bx, by in ((x0, y0, x1, y0), (x1, y0, x1, y1), (x0, y1, x1, y1), (x0, y0, x0, y1)):
         length = abs(bx - ax) + abs(by - ay)
@@ -599,8 +644,16 @@ def _dashed_rect(draw: ImageDraw.ImageDraw, box: tuple[float, float, float, floa
         while t < length:
             t1 = min(t + dash, length)
             f0, f1 = (t / length, t1 / length) if length else (0.0, 0.0)
-            draw.line((ax + (bx - ax) * f0, ay + (by - ay) * f0, ax + (bx - ax) * f1,
-                       ay + (by - ay) * f1), fill=colour, width=2)
+            draw.line(
+                (
+                    ax + (bx - ax) * f0,
+                    ay + (by - ay) * f0,
+                    ax + (bx - ax) * f1,
+                    ay + (by - ay) * f1,
+                ),
+                fill=colour,
+                width=2,
+            )
             t = t1 + gap
 
 
@@ -676,12 +729,9 @@ def _faces_html(regions: Sequence[BlurRegion]) -> str:
     parts = []
     for i, f in enumerate(faces, 1):
         cov = f"{f.coverage:.0%} blurred" if f.coverage is not None else "?"
-        parts.append(f'<span class="{_e(_enum_text(f.verdict))}">{_e(f.label or f"face {i}")}: '
-                     f"{_e(cov)}</span>")
+        parts.append(f'<span class="{_e(_enum_text(f.verdict))}">{_e(f.label or f"face {i}")}: {_e(cov)}</span>')
     return ", ".join(parts)
 
 
 def _enum_text(value: object) -> str:
     return str(getattr(value, "value", value))
-
-

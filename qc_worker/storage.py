@@ -35,15 +35,30 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".g
 S3_SCHEME = "s3://"
 #: S3 error codes that say "this object will not come, however often we ask".
 _PERMANENT_S3_CODES = {
-    "NoSuchKey", "NoSuchBucket", "404", "NotFound", "AccessDenied", "403", "InvalidObjectState",
-    "InvalidBucketName", "KeyTooLongError", "InvalidRequest",
+    "NoSuchKey",
+    "NoSuchBucket",
+    "404",
+    "NotFound",
+    "AccessDenied",
+    "403",
+    "InvalidObjectState",
+    "InvalidBucketName",
+    "KeyTooLongError",
+    "InvalidRequest",
 }
 
 
 #: Codes that mean "ask again later" whatever their HTTP status (throttling comes as 400 too).
 _TRANSIENT_S3_CODES = {
-    "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
-    "RequestThrottled", "RequestTimeout", "ServiceUnavailable", "InternalError",
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "TooManyRequests",
+    "RequestThrottled",
+    "RequestTimeout",
+    "ServiceUnavailable",
+    "InternalError",
 }
 
 
@@ -75,7 +90,7 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
     """``s3://bucket/a/b.jpg`` -> ``("bucket", "a/b.jpg")``; refuses keys that climb out."""
     if not is_s3_uri(uri):
         raise StorageError(f"not an s3:// URI: {uri}")
-    bucket, _, key = uri[len(S3_SCHEME):].partition("/")
+    bucket, _, key = uri[len(S3_SCHEME) :].partition("/")
     if not bucket:
         raise StorageError(f"no bucket in {uri}")
     return bucket, safe_key(key, allow_empty=True)
@@ -138,7 +153,8 @@ class LocalStore:
                 found += sorted(
                     str(p.resolve())
                     for p in path.glob(pattern)
-                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                    if p.is_file()
+                    and p.suffix.lower() in IMAGE_SUFFIXES
                     and (not self.confine or any(p.resolve().is_relative_to(r) for r in self.roots))
                 )
             else:
@@ -252,11 +268,11 @@ class S3Store:
                 found.append(uri)
                 continue
             paginator = self.client.get_paginator("list_objects_v2")
-            pages = self._call(f"list {uri}", lambda: list(paginator.paginate(Bucket=bucket, Prefix=key)))
+            pages = self._call(f"list {uri}", lambda p=paginator, b=bucket, k=key: list(p.paginate(Bucket=b, Prefix=k)))
             for page in pages:
                 for obj in page.get("Contents", []):
                     name = obj["Key"]
-                    if name.lower().endswith(IMAGE_SUFFIXES) and (recursive or "/" not in name[len(key):]):
+                    if name.lower().endswith(IMAGE_SUFFIXES) and (recursive or "/" not in name[len(key) :]):
                         found.append(f"{S3_SCHEME}{bucket}/{name}")
         return list(dict.fromkeys(found))
 
@@ -279,8 +295,12 @@ class S3Store:
             raise StorageError("no bucket configured for writes (QC_S3_BUCKET)")
         key = safe_key(key)
         self._call(
-            f"put s3://{self.bucket}/{key}", self.client.put_object,
-            Bucket=self.bucket, Key=key, Body=data, ContentType=content_type,
+            f"put s3://{self.bucket}/{key}",
+            self.client.put_object,
+            Bucket=self.bucket,
+            Key=key,
+            Body=data,
+            ContentType=content_type,
         )
         return f"{S3_SCHEME}{self.bucket}/{key}"
 
@@ -325,6 +345,7 @@ class RoutingStore:
 def open_store(settings: Settings, *, confine: bool = True) -> RoutingStore:
     """The store the settings describe. Workers confine local reads to the local root;
     ``qc screen`` on a person's own folders passes ``confine=False``."""
+
     def make_s3() -> S3Store:
         secret = settings.s3_secret_access_key
         key_id = settings.s3_access_key_id

@@ -42,8 +42,12 @@ def context() -> flows.WorkerContext:
         from qc_worker.db.engine import get_sessionmaker
 
         settings = get_settings()
-        _context = flows.WorkerContext(settings, get_sessionmaker(settings.database_url), open_store(settings),
-                                       on_outcome=metrics.record_outcome)
+        _context = flows.WorkerContext(
+            settings,
+            get_sessionmaker(settings.database_url),
+            open_store(settings),
+            on_outcome=metrics.record_outcome,
+        )
     return _context
 
 
@@ -74,7 +78,12 @@ def _send(name: str, args: list, queue: str) -> None:
 
 
 def _run(
-    task: Task, job_id: int, body: Callable[[], Any], give_up: Callable[[str], None], *, chunk: bool = False,
+    task: Task,
+    job_id: int,
+    body: Callable[[], Any],
+    give_up: Callable[[str], None],
+    *,
+    chunk: bool = False,
 ) -> Any:
     """Run a flow with the job's ids in every log line, timing it for the metrics, and
     retrying transient failures with capped, jittered exponential back-off.
@@ -107,8 +116,14 @@ def _run(
                 log.error("%s gave up after %d retries: %s", task.name, retries, reason)
                 _give_up(task, give_up, f"gave up after {retries} retries: {reason}")
                 return None
-            countdown = min(settings.retry_backoff_max_s, 2 ** retries) * (0.5 + random.random())
-            log.warning("%s: transient failure (%s); retry %d in %.1f s", task.name, reason, retries + 1, countdown)
+            countdown = min(settings.retry_backoff_max_s, 2**retries) * (0.5 + random.random())
+            log.warning(
+                "%s: transient failure (%s); retry %d in %.1f s",
+                task.name,
+                reason,
+                retries + 1,
+                countdown,
+            )
             state = "retried"
             raise task.retry(exc=exc, countdown=countdown, max_retries=settings.retry_max) from exc
         finally:
@@ -131,26 +146,46 @@ def _give_up(task: Task, give_up: Callable[[str], None], reason: str) -> None:
 @app.task(bind=True, name="qc.extract_frames")
 def extract_frames(self: Task, job_id: int) -> None:
     ctx = context()
-    _run(self, job_id, lambda: flows.run_frames_job(ctx, job_id, _send), lambda r: flows.give_up(ctx, job_id, None, r))
+    _run(
+        self,
+        job_id,
+        lambda: flows.run_frames_job(ctx, job_id, _send),
+        lambda r: flows.give_up(ctx, job_id, None, r),
+    )
 
 
 @app.task(bind=True, name="qc.screen_submission")
 def screen_submission(self: Task, job_id: int) -> None:
     ctx = context()
-    _run(self, job_id, lambda: flows.run_submission_job(ctx, job_id, _send), lambda r: flows.give_up(ctx, job_id, None, r))
+    _run(
+        self,
+        job_id,
+        lambda: flows.run_submission_job(ctx, job_id, _send),
+        lambda r: flows.give_up(ctx, job_id, None, r),
+    )
 
 
 @app.task(bind=True, name="qc.plan_rescan")
 def plan_rescan(self: Task, job_id: int) -> None:
     ctx = context()
-    _run(self, job_id, lambda: flows.run_rescan_plan(ctx, job_id, _send), lambda r: flows.give_up(ctx, job_id, None, r))
+    _run(
+        self,
+        job_id,
+        lambda: flows.run_rescan_plan(ctx, job_id, _send),
+        lambda r: flows.give_up(ctx, job_id, None, r),
+    )
 
 
 @app.task(bind=True, name="qc.screen_chunk")
 def screen_chunk(self: Task, job_id: int, item_ids: list[int]) -> None:
     ctx = context()
-    _run(self, job_id, lambda: flows.run_screen_chunk(ctx, job_id, item_ids),
-         lambda r: flows.give_up(ctx, job_id, item_ids, r), chunk=True)
+    _run(
+        self,
+        job_id,
+        lambda: flows.run_screen_chunk(ctx, job_id, item_ids),
+        lambda r: flows.give_up(ctx, job_id, item_ids, r),
+        chunk=True,
+    )
 
 
 @app.task(bind=True, name="qc.nightly_rescan")
@@ -158,6 +193,7 @@ def nightly_rescan(self: Task) -> None:
     """Beat's entry: a rescan job for the model this worker runs, planned by its own task
     (so a retry of the planning never makes a second job)."""
     ctx = context()
-    job_id = flows.create_rescan_job(ctx.sessions, ctx.screener.model_checksum,
-                                     max_age_days=get_settings().rescan_max_age_days)
+    job_id = flows.create_rescan_job(
+        ctx.sessions, ctx.screener.model_checksum, max_age_days=get_settings().rescan_max_age_days
+    )
     _send("qc.plan_rescan", [job_id], "rescan")

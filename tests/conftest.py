@@ -112,8 +112,11 @@ class S3Endpoint:
         import boto3
 
         return boto3.client(
-            "s3", endpoint_url=self.url, region_name="us-east-1",
-            aws_access_key_id=S3_ACCESS_KEY, aws_secret_access_key=S3_SECRET_KEY,
+            "s3",
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            aws_access_key_id=S3_ACCESS_KEY,
+            aws_secret_access_key=S3_SECRET_KEY,
         )
 
 
@@ -152,8 +155,11 @@ def redis_prefix() -> Iterator[str]:
     try:
         client.ping()
     except redis.ConnectionError as exc:
-        pytest.fail(f"Redis does not answer at {REDIS_URL}: {exc}. Start it "
-                    "(infra/ci/ensure-services.sh does) and run the tests again.", pytrace=False)
+        pytest.fail(
+            f"Redis does not answer at {REDIS_URL}: {exc}. Start it "
+            "(infra/ci/ensure-services.sh does) and run the tests again.",
+            pytrace=False,
+        )
     prefix = f"qc-test-{uuid.uuid4().hex[:12]}:"
     yield prefix
     keys = list(client.scan_iter(match=f"{prefix}*", count=1000))

@@ -36,7 +36,13 @@ def screener(tmp_path_factory):
 
 def _motion_blur(rgb: np.ndarray, mask: np.ndarray, length: float, angle: float) -> np.ndarray:
     alpha = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 1.0)
-    out = blur_instance(rgb.astype(np.float32) / 255, alpha, Straight(length=length, angle=angle), None, CompositeConfig())
+    out = blur_instance(
+        rgb.astype(np.float32) / 255,
+        alpha,
+        Straight(length=length, angle=angle),
+        None,
+        CompositeConfig(),
+    )
     assert out.visible
     return np.clip(np.round(out.image * 255), 0, 255).astype(np.uint8)
 
@@ -57,7 +63,16 @@ def test_a_sharp_portrait_passes_and_its_face_blurred_is_rejected(screener, name
 
     (x0, y0, x1, y1), *_ = detect_faces(rgb)
     mask = np.zeros(rgb.shape[:2], np.float32)
-    cv2.ellipse(mask, ((x0 + x1) // 2, (y0 + y1) // 2), ((x1 - x0) // 2, int((y1 - y0) * 0.6)), 0, 0, 360, 1.0, -1)
+    cv2.ellipse(
+        mask,
+        ((x0 + x1) // 2, (y0 + y1) // 2),
+        ((x1 - x0) // 2, int((y1 - y0) * 0.6)),
+        0,
+        0,
+        360,
+        1.0,
+        -1,
+    )
     blurred = _screen_array(screener, _motion_blur(rgb, mask, length=10.0, angle=20.0), tmp_path / "blurred.png")
     assert blurred.verdict == "reject", blurred.to_dict()
     faces = [r for r in blurred.regions if r["kind"] == "face"]
@@ -95,7 +110,16 @@ def _subject_mask(rgb: np.ndarray) -> np.ndarray:
     mask = np.zeros(rgb.shape[:2], np.float32)
     if faces:
         for x0, y0, x1, y1 in faces:
-            cv2.ellipse(mask, ((x0 + x1) // 2, (y0 + y1) // 2), ((x1 - x0) // 2, int((y1 - y0) * 0.6)), 0, 0, 360, 1.0, -1)
+            cv2.ellipse(
+                mask,
+                ((x0 + x1) // 2, (y0 + y1) // 2),
+                ((x1 - x0) // 2, int((y1 - y0) * 0.6)),
+                0,
+                0,
+                360,
+                1.0,
+                -1,
+            )
         return mask
     fg = salient_foreground(rgb, faces)
     assert fg is not None
@@ -106,9 +130,7 @@ def _subject_mask(rgb: np.ndarray) -> np.ndarray:
     return mask
 
 
-@pytest.mark.parametrize(
-    "name", [_known_gap(n, SHARP_REVIEWED, "soft background sent to review") for n in ALL_SAMPLES]
-)
+@pytest.mark.parametrize("name", [_known_gap(n, SHARP_REVIEWED, "soft background sent to review") for n in ALL_SAMPLES])
 def test_every_bundled_sharp_photo_passes(screener, name, tmp_path):
     out = next(iter(screener.screen([str(SAMPLES / name)])))
     assert out.status == "screened" and out.verdict == "pass", out.to_dict()
@@ -116,7 +138,10 @@ def test_every_bundled_sharp_photo_passes(screener, name, tmp_path):
 
 @pytest.mark.parametrize(
     "name",
-    [_known_gap(n, SUBJECT_BLUR_ONLY_REVIEWED, "a motion-blurred subject without a face is not rejected") for n in ALL_SAMPLES],
+    [
+        _known_gap(n, SUBJECT_BLUR_ONLY_REVIEWED, "a motion-blurred subject without a face is not rejected")
+        for n in ALL_SAMPLES
+    ],
 )
 def test_every_bundled_photo_is_rejected_once_its_subject_is_motion_blurred(screener, name, tmp_path):
     rgb = decode_image(SAMPLES / name)

@@ -97,21 +97,23 @@ class QueueEnv:
 
     def env(self, **overrides: str) -> dict[str, str]:
         base = {k: v for k, v in os.environ.items() if not k.startswith("QC_")}
-        base.update({
-            "QC_DATABASE_URL": self.db_url,
-            "QC_REDIS_URL": self.redis_url,
-            "QC_REDIS_KEY_PREFIX": self.redis_prefix,
-            "QC_S3_ENDPOINT_URL": self.s3_url,
-            "QC_S3_BUCKET": self.bucket,
-            "QC_S3_ACCESS_KEY_ID": S3_ACCESS_KEY,
-            "QC_S3_SECRET_ACCESS_KEY": S3_SECRET_KEY,
-            "QC_LOCAL_ROOT": str(self.root),
-            "QC_DEVICE": "cpu",
-            "QC_LOG_LEVEL": "INFO",
-            "QC_BEAT_SCHEDULE_PATH": str(self.root / "beat-schedule"),
-            **self.extra,
-            **overrides,
-        })
+        base.update(
+            {
+                "QC_DATABASE_URL": self.db_url,
+                "QC_REDIS_URL": self.redis_url,
+                "QC_REDIS_KEY_PREFIX": self.redis_prefix,
+                "QC_S3_ENDPOINT_URL": self.s3_url,
+                "QC_S3_BUCKET": self.bucket,
+                "QC_S3_ACCESS_KEY_ID": S3_ACCESS_KEY,
+                "QC_S3_SECRET_ACCESS_KEY": S3_SECRET_KEY,
+                "QC_LOCAL_ROOT": str(self.root),
+                "QC_DEVICE": "cpu",
+                "QC_LOG_LEVEL": "INFO",
+                "QC_BEAT_SCHEDULE_PATH": str(self.root / "beat-schedule"),
+                **self.extra,
+                **overrides,
+            }
+        )
         return base
 
     def settings(self, **overrides) -> Settings:
@@ -124,8 +126,12 @@ class QueueEnv:
     def qc(self, *args: str, check: bool = True, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
         """Run the real `qc` command line with this deployment's environment."""
         result = subprocess.run(
-            [sys.executable, "-m", "qc_worker.cli", *args], cwd=self.root, env=self.env(**env),
-            capture_output=True, text=True, timeout=timeout,
+            [sys.executable, "-m", "qc_worker.cli", *args],
+            cwd=self.root,
+            env=self.env(**env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if check and result.returncode != 0:
             raise AssertionError(f"qc {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
@@ -135,8 +141,12 @@ class QueueEnv:
         log_path = self.root / f"{name}-{time.monotonic_ns()}.log"
         out = log_path.open("wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "qc_worker.cli", "worker", *args], cwd=self.root, env=self.env(**env),
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-m", "qc_worker.cli", "worker", *args],
+            cwd=self.root,
+            env=self.env(**env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         out.close()
         return WorkerProcess(proc, log_path)
@@ -151,8 +161,13 @@ class QueueEnv:
         finally:
             w.stop()
 
-    def wait_jobs(self, job_ids: list[int], timeout: float = 300, worker: WorkerProcess | None = None,
-                  until: Callable[[list[Job]], bool] | None = None) -> list[Job]:
+    def wait_jobs(
+        self,
+        job_ids: list[int],
+        timeout: float = 300,
+        worker: WorkerProcess | None = None,
+        until: Callable[[list[Job]], bool] | None = None,
+    ) -> list[Job]:
         """Poll until every job has ended (or ``until`` holds); the jobs as they are then."""
         sessions = self.sessions()
         deadline = time.monotonic() + timeout
@@ -164,6 +179,8 @@ class QueueEnv:
                 return rows
             if time.monotonic() > deadline:
                 tail = worker.log()[-6000:] if worker else ""
-                raise TimeoutError(f"jobs {[(j.id, str(j.status), j.items_done, j.items_failed) for j in rows]} "
-                                   f"not finished after {timeout} s\n{tail}")
+                raise TimeoutError(
+                    f"jobs {[(j.id, str(j.status), j.items_done, j.items_failed) for j in rows]} "
+                    f"not finished after {timeout} s\n{tail}"
+                )
             time.sleep(0.3)

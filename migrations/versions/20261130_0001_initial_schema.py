@@ -197,9 +197,7 @@ def upgrade() -> None:
         _fk("image_id", "screenings", "images", "CASCADE"),
         _fk("model_version_id", "screenings", "model_versions", "RESTRICT"),
         _fk("job_id", "screenings", "jobs", "SET NULL"),
-        sa.UniqueConstraint(
-            "image_id", "model_version_id", name=op.f("uq_screenings_image_id_model_version_id")
-        ),
+        sa.UniqueConstraint("image_id", "model_version_id", name=op.f("uq_screenings_image_id_model_version_id")),
     )
     op.create_index(
         op.f("ix_screenings_model_version_id_verdict"),

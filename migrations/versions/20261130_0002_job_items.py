@@ -44,11 +44,12 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_job_items")),
         sa.CheckConstraint(f"status IN ({listed})", name=op.f("ck_job_items_status")),
+        sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], name=op.f("fk_job_items_job_id_jobs"), ondelete="CASCADE"),
         sa.ForeignKeyConstraint(
-            ["job_id"], ["jobs.id"], name=op.f("fk_job_items_job_id_jobs"), ondelete="CASCADE"
-        ),
-        sa.ForeignKeyConstraint(
-            ["image_id"], ["images.id"], name=op.f("fk_job_items_image_id_images"), ondelete="SET NULL"
+            ["image_id"],
+            ["images.id"],
+            name=op.f("fk_job_items_image_id_images"),
+            ondelete="SET NULL",
         ),
         sa.UniqueConstraint("job_id", "uri", name=op.f("uq_job_items_job_id_uri")),
     )

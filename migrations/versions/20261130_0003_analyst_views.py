@@ -254,10 +254,7 @@ VIEWS: dict[str, tuple[str, str]] = {
     ),
     "analyst_verdict_changes": (
         _VERDICT_CHANGES,
-        (
-            "Images whose verdict differs between model version A and model version B "
-            "(both orders). See docs/sql.md."
-        ),
+        ("Images whose verdict differs between model version A and model version B (both orders). See docs/sql.md."),
     ),
 }
 

@@ -18,7 +18,6 @@ from typing import ClassVar, Protocol
 import cv2
 import numpy as np
 
-from model_training.synth.record import Recorded
 from model_training.synth.kernels import (
     bezier_trajectory,
     effective_extent,
@@ -27,6 +26,7 @@ from model_training.synth.kernels import (
     line_trajectory,
     random_walk_trajectory,
 )
+from model_training.synth.record import Recorded
 
 
 @dataclass
@@ -74,7 +74,7 @@ class Straight(_KernelBlur):
     angle: float
 
     @classmethod
-    def sample(cls, rng: np.random.Generator, extent: float, size: float) -> "Straight":
+    def sample(cls, rng: np.random.Generator, extent: float, size: float) -> Straight:
         return cls(length=extent, angle=_angle(rng))
 
     def kernel(self) -> np.ndarray:
@@ -95,15 +95,13 @@ class Curved(_KernelBlur):
     bend2: float
 
     @classmethod
-    def sample(cls, rng: np.random.Generator, extent: float, size: float) -> "Curved":
+    def sample(cls, rng: np.random.Generator, extent: float, size: float) -> Curved:
         b1 = float(rng.uniform(0.15, 0.6)) * rng.choice([-1, 1])
         b2 = float(rng.uniform(0.15, 0.6)) * (1 if rng.random() < 0.6 else -1) * np.sign(b1)
         return cls(length=extent, angle=_angle(rng), bend1=b1, bend2=float(b2))
 
     def kernel(self) -> np.ndarray:
-        return kernel_from_trajectory(
-            bezier_trajectory(self.length, self.angle, self.bend1, self.bend2)
-        )
+        return kernel_from_trajectory(bezier_trajectory(self.length, self.angle, self.bend1, self.bend2))
 
     def reach(self) -> float:
         return self.length * (0.5 + abs(self.bend1) + abs(self.bend2)) + 1
@@ -120,7 +118,7 @@ class RandomWalk(_KernelBlur):
     seed: int
 
     @classmethod
-    def sample(cls, rng: np.random.Generator, extent: float, size: float) -> "RandomWalk":
+    def sample(cls, rng: np.random.Generator, extent: float, size: float) -> RandomWalk:
         return cls(
             extent=extent,
             n_vertices=int(rng.integers(6, 24)),
@@ -154,7 +152,7 @@ class ZoomRotation(Recorded):
     max_extent: float
 
     @classmethod
-    def sample(cls, rng: np.random.Generator, extent: float, size: float) -> "ZoomRotation":
+    def sample(cls, rng: np.random.Generator, extent: float, size: float) -> ZoomRotation:
         # ``size`` is the instance's half-diagonal: pick the drift that moves its far corner
         # by ``extent`` pixels, split between scale and rotation.
         radius = max(size, 4.0)
@@ -187,9 +185,7 @@ class ZoomRotation(Recorded):
             m = np.zeros((2, 3), np.float64)
             m[:, :2] = self._affine(float(t))
             m[:, 2] = np.array([cx, cy]) - m[:, :2] @ np.array([cx, cy])
-            acc += cv2.warpAffine(
-                layer, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
-            )
+            acc += cv2.warpAffine(layer, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
         return BlurOutput(acc / n, extent.astype(np.float32))
 
     def _affine(self, t: float) -> np.ndarray:
@@ -219,7 +215,7 @@ class EdgeRing(_KernelBlur):
     band: float
 
     @classmethod
-    def sample(cls, rng: np.random.Generator, extent: float, size: float) -> "EdgeRing":
+    def sample(cls, rng: np.random.Generator, extent: float, size: float) -> EdgeRing:
         curved = rng.random() < 0.5
         b1 = float(rng.uniform(0.15, 0.5)) * rng.choice([-1, 1]) if curved else 0.0
         b2 = float(rng.uniform(0.15, 0.5)) * rng.choice([-1, 1]) if curved else 0.0
@@ -227,9 +223,7 @@ class EdgeRing(_KernelBlur):
         return cls(length=extent, angle=_angle(rng), bend1=b1, bend2=b2, band=band)
 
     def kernel(self) -> np.ndarray:
-        return kernel_from_trajectory(
-            bezier_trajectory(self.length, self.angle, self.bend1, self.bend2)
-        )
+        return kernel_from_trajectory(bezier_trajectory(self.length, self.angle, self.bend1, self.bend2))
 
     def apply(self, layer: np.ndarray) -> BlurOutput:
         k = self.kernel()
@@ -262,7 +256,7 @@ class Rolling(Recorded):
     phase: float
 
     @classmethod
-    def sample(cls, rng: np.random.Generator, extent: float, size: float) -> "Rolling":
+    def sample(cls, rng: np.random.Generator, extent: float, size: float) -> Rolling:
         return cls(
             length=extent,
             angle=_angle(rng),
@@ -299,9 +293,7 @@ class Rolling(Recorded):
         return self.length / 2 + abs(self.row_shift) / 2 + self.wobble + 1
 
 
-BLUR_TYPES: dict[str, type] = {
-    cls.name: cls for cls in (Straight, Curved, ZoomRotation, RandomWalk, EdgeRing, Rolling)
-}
+BLUR_TYPES: dict[str, type] = {cls.name: cls for cls in (Straight, Curved, ZoomRotation, RandomWalk, EdgeRing, Rolling)}
 
 
 def blur_from_dict(d: dict) -> BlurParams:

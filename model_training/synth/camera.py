@@ -97,7 +97,9 @@ class Shake(Recorded):
         k = self.kernel()
         h, w = lin.shape[:2]
         return CameraOutput(
-            filter_layer(lin, k), np.ones((h, w), bool), np.full((h, w), effective_extent(k), np.float32)
+            filter_layer(lin, k),
+            np.ones((h, w), bool),
+            np.full((h, w), effective_extent(k), np.float32),
         )
 
 
@@ -194,9 +196,7 @@ class FrameAverage(Recorded):
     feather_px: float
 
     @classmethod
-    def sample(
-        cls, rng: np.random.Generator, extent: float, cfg: CameraConfig
-    ) -> FrameAverage:
+    def sample(cls, rng: np.random.Generator, extent: float, cfg: CameraConfig) -> FrameAverage:
         return cls(
             path=Shake.sample(rng, extent),
             frames=int(rng.integers(cfg.frames[0], cfg.frames[1] + 1)),

@@ -39,9 +39,7 @@ def srgb_to_linear(x: np.ndarray) -> np.ndarray:
 
 def linear_to_srgb(x: np.ndarray) -> np.ndarray:
     x = np.clip(x, 0.0, 1.0)
-    return np.where(x <= 0.0031308, x * 12.92, 1.055 * np.power(x, 1 / 2.4) - 0.055).astype(
-        np.float32
-    )
+    return np.where(x <= 0.0031308, x * 12.92, 1.055 * np.power(x, 1 / 2.4) - 0.055).astype(np.float32)
 
 
 def fill_background(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
@@ -65,7 +63,7 @@ def fill_background(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
             img = img[..., None]
     filled = img / np.maximum(w, 1e-6)[..., None]
     if (w <= 1e-6).any():
-        mean = (img.reshape(-1, img.shape[-1]).sum(0) / max(float(w.sum()), 1e-6))
+        mean = img.reshape(-1, img.shape[-1]).sum(0) / max(float(w.sum()), 1e-6)
         filled[w <= 1e-6] = mean
     for img_l, w_l in reversed(levels):
         up = cv2.pyrUp(filled, dstsize=(w_l.shape[1], w_l.shape[0]))
@@ -88,9 +86,7 @@ def feather_sigma(extent: float, cfg: CompositeConfig) -> float:
     return cfg.feather_base_px + cfg.feather_per_extent * extent
 
 
-def partial_region(
-    alpha: np.ndarray, rng: np.random.Generator, size: tuple[float, float]
-) -> np.ndarray:
+def partial_region(alpha: np.ndarray, rng: np.random.Generator, size: tuple[float, float]) -> np.ndarray:
     """A random sub-region of an instance: a half-plane or ellipses inside its bounding box.
 
     A half-plane mimics one part of a body moving while the rest holds still (a hand, the
@@ -116,9 +112,7 @@ def partial_region(
         i = int(rng.integers(0, xs.size))
         ax = max(2, int(bw * rng.uniform(*size) / 2))
         ay = max(2, int(bh * rng.uniform(*size) / 2))
-        cv2.ellipse(
-            field, (int(xs[i]), int(ys[i])), (ax, ay), float(rng.uniform(0, 180)), 0, 360, 1.0, -1
-        )
+        cv2.ellipse(field, (int(xs[i]), int(ys[i])), (ax, ay), float(rng.uniform(0, 180)), 0, 360, 1.0, -1)
     return field
 
 

@@ -37,7 +37,6 @@ CAMERA_CURRICULUM: dict[int, tuple[CameraKind, ...]] = {
 }
 
 
-
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

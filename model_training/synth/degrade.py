@@ -115,7 +115,8 @@ class Rescale(_Degradation):
     def apply(self, image: np.ndarray) -> np.ndarray:
         h, w = image.shape[:2]
         small = cv2.resize(
-            image, (max(1, round(w * self.factor)), max(1, round(h * self.factor))),
+            image,
+            (max(1, round(w * self.factor)), max(1, round(h * self.factor))),
             interpolation=cv2.INTER_AREA,
         )
         up = cv2.INTER_CUBIC if self.cubic else cv2.INTER_LINEAR
@@ -224,9 +225,9 @@ class SoftLight(_Degradation):
         glow = _large_blur(bright, self.bloom_sigma_frac * min(h, w))
         x = 1.0 - (1.0 - x) * (1.0 - self.bloom_weight * glow)
         ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-        ramp = (xs / max(w - 1, 1) - 0.5) * np.cos(self.gradient_angle) + (
-            ys / max(h - 1, 1) - 0.5
-        ) * np.sin(self.gradient_angle)
+        ramp = (xs / max(w - 1, 1) - 0.5) * np.cos(self.gradient_angle) + (ys / max(h - 1, 1) - 0.5) * np.sin(
+            self.gradient_angle
+        )
         return _to_u8(x * (1.0 + self.gradient * ramp)[..., None])
 
 
@@ -259,20 +260,23 @@ class Upscale(_Degradation):
     def apply(self, image: np.ndarray) -> np.ndarray:
         h, w = image.shape[:2]
         small = cv2.resize(
-            image, (max(1, round(w * self.factor)), max(1, round(h * self.factor))),
+            image,
+            (max(1, round(w * self.factor)), max(1, round(h * self.factor))),
             interpolation=cv2.INTER_AREA,
         )
         return cv2.resize(small, (w, h), interpolation=UPSCALE_METHODS[self.method])
 
 
 DEGRADATIONS: dict[str, type] = {
-    c.name: c
-    for c in (Defocus, Jpeg, Noise, Rescale, FilmGrain, SharpenHalo, SoftLight, Upscale)
+    c.name: c for c in (Defocus, Jpeg, Noise, Rescale, FilmGrain, SharpenHalo, SoftLight, Upscale)
 }
 
 
 def sample_degradations(
-    rng: np.random.Generator, cfg: NegativeConfig, *, max_count: int = 2,
+    rng: np.random.Generator,
+    cfg: NegativeConfig,
+    *,
+    max_count: int = 2,
     names: tuple[str, ...] | None = None,
 ) -> list[_Degradation]:
     """One or more distinct degradations (of ``names``, default all) in a random order

@@ -40,9 +40,7 @@ def sample_extent(rng: np.random.Generator, cfg: ExtentConfig) -> float:
     return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
 
 
-def sample_blur(
-    rng: np.random.Generator, cfg: SynthConfig, name: str, instance_mask: np.ndarray
-) -> BlurParams:
+def sample_blur(rng: np.random.Generator, cfg: SynthConfig, name: str, instance_mask: np.ndarray) -> BlurParams:
     """Draw the parameters of blur type ``name`` sized for this instance."""
     ys, xs = np.nonzero(instance_mask)
     half_diag = 0.5 * math.hypot(float(np.ptp(xs)) if xs.size else 0.0, float(np.ptp(ys)) if ys.size else 0.0)
@@ -102,14 +100,16 @@ def blur_instances(
         alpha = soft_alpha(inst.mask)
         cover = partial_region(alpha, rng, cfg.coverage.partial_size) if mode == "partial" else None
         out = blur_instance(current, alpha, params, cover, cfg.composite)
-        rec.update(blur=params.to_dict(), visible=out.visible, visible_fraction=round(out.visible_fraction, 4))
+        rec.update(
+            blur=params.to_dict(),
+            visible=out.visible,
+            visible_fraction=round(out.visible_fraction, 4),
+        )
         if not out.visible:
             continue
         current = out.image
         changed = True
         label |= out.label
         extent = np.maximum(extent, out.extent_px)
-    result = (
-        np.clip(np.round(current * 255.0), 0, 255).astype(np.uint8) if changed else image.copy()
-    )
+    result = np.clip(np.round(current * 255.0), 0, 255).astype(np.uint8) if changed else image.copy()
     return Blurred(result, label, extent, {"instances": records})

@@ -100,21 +100,20 @@ def overlay_graphics(
         side = float(rng.uniform(lo, 0.5 * (lo + cfg.shape_size[1]))) * min(h, w)
         corner = (int(rng.integers(0, 2)), int(rng.integers(0, 2)))
         margin = 0.5 * side + 0.03 * min(h, w)
-        centre = (margin if corner[0] == 0 else w - margin, margin if corner[1] == 0 else h - margin)
+        centre = (
+            margin if corner[0] == 0 else w - margin,
+            margin if corner[1] == 0 else h - margin,
+        )
         layer, rec = _logo(rng, image, cfg, centre=centre, side=side)
         image = layer.over(image)
         layers.append(layer)
         records.append(rec)
     instances = _instances(layers, records)
-    out = np.where(
-        np.stack([lay.alpha for lay in layers]).max(axis=0)[..., None] > 0, _to_u8(image), photo
-    )
+    out = np.where(np.stack([lay.alpha for lay in layers]).max(axis=0)[..., None] > 0, _to_u8(image), photo)
     return out, instances, {"source": "overlay", "elements": records}
 
 
-def _background(
-    rng: np.random.Generator, shape: tuple[int, int], cfg: GraphicsConfig
-) -> tuple[np.ndarray, dict]:
+def _background(rng: np.random.Generator, shape: tuple[int, int], cfg: GraphicsConfig) -> tuple[np.ndarray, dict]:
     h, w = shape
     kind = _pick(rng, cfg.background_weights)
     c0, c1 = _colour(rng), _colour(rng)
@@ -167,16 +166,27 @@ def _text(
         return _cover(
             (h, w),
             lambda c: cv2.putText(
-                c, text, (org[0] + offset[0], org[1] + offset[1]), font, scale, 255,
-                thickness + 2 * extra, cv2.LINE_AA,
+                c,
+                text,
+                (org[0] + offset[0], org[1] + offset[1]),
+                font,
+                scale,
+                255,
+                thickness + 2 * extra,
+                cv2.LINE_AA,
             ),
         )
 
     layer = _Layer("text", (h, w))
     fill = _contrasting(rng, _region_luma(image, box), cfg.min_contrast)
     rec: dict = {
-        "kind": "text", "text": text, "font": font, "scale": round(scale, 4),
-        "thickness": thickness, "origin": list(org), "fill": fill.round(4).tolist(),
+        "kind": "text",
+        "text": text,
+        "font": font,
+        "scale": round(scale, 4),
+        "thickness": thickness,
+        "origin": list(org),
+        "fill": fill.round(4).tolist(),
     }
     outline = max(1, round(thickness * float(rng.uniform(0.4, 1.2))))
     if rng.random() < cfg.shadow_prob:
@@ -250,8 +260,11 @@ def _shape(
     layer = _Layer(kind, (h, w))
     layer.paint(_cover((h, w), lambda c: cv2.fillPoly(c, [poly], 255, cv2.LINE_AA, _SHIFT)), fill)
     rec: dict = {
-        "kind": kind, "shape": shape, "centre": [round(float(v), 2) for v in centre],
-        "side_px": round(side, 2), "fill": fill.round(4).tolist(),
+        "kind": kind,
+        "shape": shape,
+        "centre": [round(float(v), 2) for v in centre],
+        "side_px": round(side, 2),
+        "fill": fill.round(4).tolist(),
     }
     if rng.random() < cfg.outline_prob:
         t = max(1, round(side * float(rng.uniform(0.02, 0.06))))
@@ -275,7 +288,12 @@ def _logo(
     """A badge (ellipse, rectangle or polygon) with a short word inside, like a studio logo."""
     h, w = image.shape[:2]
     layer, rec = _shape(
-        rng, image, cfg, centre=centre, side=side, kinds=("ellipse", "rectangle", "polygon"),
+        rng,
+        image,
+        cfg,
+        centre=centre,
+        side=side,
+        kinds=("ellipse", "rectangle", "polygon"),
         kind="logo",
     )
     text = "".join(rng.choice(ALPHABET[26:], int(rng.integers(1, 5))))
@@ -321,16 +339,27 @@ def _drawn(rng: np.random.Generator, image: np.ndarray, cfg: GraphicsConfig) -> 
         layer.paint(base, fill)
         layer.paint(base * (1.0 - lit), fill * 0.6)
         layer.paint(
-            _cover((h, w), lambda cv, p=poly: cv2.polylines(cv, [p], True, 255, ink_px, cv2.LINE_AA, _SHIFT)),
+            _cover(
+                (h, w),
+                lambda cv, p=poly: cv2.polylines(cv, [p], True, 255, ink_px, cv2.LINE_AA, _SHIFT),
+            ),
             ink,
         )
-        blobs.append({"centre": [round(float(v), 2) for v in c], "radius_px": round(r, 2),
-                      "fill": fill.round(4).tolist()})
+        blobs.append(
+            {
+                "centre": [round(float(v), 2) for v in c],
+                "radius_px": round(r, 2),
+                "fill": fill.round(4).tolist(),
+            }
+        )
     return layer, {"kind": "drawn", "ink_px": ink_px, "light": round(light, 4), "blobs": blobs}
 
 
 _DRAW: dict[str, Callable[..., tuple[_Layer, dict]]] = {
-    "text": _text, "shape": _shape, "logo": _logo, "drawn": _drawn,
+    "text": _text,
+    "shape": _shape,
+    "logo": _logo,
+    "drawn": _drawn,
 }
 
 
@@ -347,7 +376,7 @@ def _instances(layers: list[_Layer], records: list[dict]) -> list[Instance]:
     """Each element's visible footprint, front to back; fully hidden elements are dropped."""
     covered = np.zeros_like(layers[0].alpha)
     found: list[Instance] = []
-    for layer, rec in zip(reversed(layers), reversed(records)):
+    for layer, rec in zip(reversed(layers), reversed(records), strict=False):
         mask = (layer.alpha * (1.0 - covered) > _MASK_COVERAGE).astype(np.uint8) * 255
         covered = covered + layer.alpha * (1.0 - covered)
         rec["instance"] = bool(mask.any())
@@ -369,7 +398,12 @@ def _fixed(points: np.ndarray) -> np.ndarray:
 
 def _bbox(poly: np.ndarray) -> tuple[int, int, int, int]:
     p = poly.reshape(-1, 2) / (1 << _SHIFT)
-    return (int(p[:, 0].min()), int(p[:, 1].min()), int(np.ceil(p[:, 0].max())), int(np.ceil(p[:, 1].max())))
+    return (
+        int(p[:, 0].min()),
+        int(p[:, 1].min()),
+        int(np.ceil(p[:, 0].max())),
+        int(np.ceil(p[:, 1].max())),
+    )
 
 
 def _pick(rng: np.random.Generator, weights: dict[str, float]) -> str:

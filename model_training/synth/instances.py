@@ -24,9 +24,7 @@ class Instance:
 
     def __post_init__(self) -> None:
         if self.mask.ndim != 2 or self.mask.dtype != np.uint8:
-            raise ValueError(
-                f"instance mask must be a 2-D uint8 array, got {self.mask.dtype} {self.mask.shape}"
-            )
+            raise ValueError(f"instance mask must be a 2-D uint8 array, got {self.mask.dtype} {self.mask.shape}")
 
     @property
     def area(self) -> int:

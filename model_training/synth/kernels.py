@@ -29,9 +29,7 @@ def line_trajectory(length: float, angle_deg: float, n: int | None = None) -> np
     return np.stack([t * length * math.cos(a), t * length * math.sin(a)], axis=1)
 
 
-def bezier_trajectory(
-    length: float, angle_deg: float, bend1: float, bend2: float, n: int | None = None
-) -> np.ndarray:
+def bezier_trajectory(length: float, angle_deg: float, bend1: float, bend2: float, n: int | None = None) -> np.ndarray:
     """Points along a cubic Bezier whose chord is ``length`` px at ``angle_deg``.
 
     ``bend1`` and ``bend2`` push the inner control points sideways by that fraction of
@@ -53,9 +51,7 @@ def bezier_trajectory(
     return pts - pts.mean(axis=0)
 
 
-def random_walk_trajectory(
-    extent: float, n_vertices: int, momentum: float, seed: int
-) -> np.ndarray:
+def random_walk_trajectory(extent: float, n_vertices: int, momentum: float, seed: int) -> np.ndarray:
     """A jittery camera-shake path (in the manner of Boracchi & Foi 2012) scaled to ``extent``.
 
     The velocity keeps ``momentum`` of its previous value and takes a random kick each
@@ -113,9 +109,7 @@ def shake_trajectory(
         jerk = np.zeros(2)
         if rng.random() < jerk_prob * anxiety:
             a = math.pi + rng.uniform(-0.5, 0.5)
-            jerk = 2 * np.array(
-                [v[0] * math.cos(a) - v[1] * math.sin(a), v[0] * math.sin(a) + v[1] * math.cos(a)]
-            )
+            jerk = 2 * np.array([v[0] * math.cos(a) - v[1] * math.sin(a), v[0] * math.sin(a) + v[1] * math.cos(a)])
         v = v + jerk + anxiety * (jitter * rng.normal(size=2) - centripetal * x[t])
         v /= np.linalg.norm(v) + 1e-12
         x[t + 1] = x[t] + v

@@ -86,9 +86,7 @@ def _is_file_database(url: URL) -> bool:
     return "mode=memory" not in database and url.query.get("mode") != "memory"
 
 
-def _configure_sqlite(
-    engine: Engine, *, foreign_keys: bool, busy_timeout_ms: int, wal: bool
-) -> None:
+def _configure_sqlite(engine: Engine, *, foreign_keys: bool, busy_timeout_ms: int, wal: bool) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, connection_record: Any) -> None:
         # Let SQLAlchemy, not pysqlite, decide where transactions begin (see "begin" below).

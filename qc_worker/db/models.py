@@ -211,9 +211,7 @@ def _created_at() -> Mapped[datetime]:
 
 
 def _updated_at() -> Mapped[datetime]:
-    return mapped_column(
-        default=utcnow, onupdate=utcnow, server_default=func.now(), nullable=False
-    )
+    return mapped_column(default=utcnow, onupdate=utcnow, server_default=func.now(), nullable=False)
 
 
 # --- tables ------------------------------------------------------------------------------
@@ -274,13 +272,9 @@ class Job(Base):
     )
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     error: Mapped[str | None] = mapped_column(Text)
-    items_total: Mapped[int] = mapped_column(
-        Integer, nullable=False, default=0, server_default="0"
-    )
+    items_total: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     items_done: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
-    items_failed: Mapped[int] = mapped_column(
-        Integer, nullable=False, default=0, server_default="0"
-    )
+    items_failed: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     payload: Mapped[dict[str, Any]] = mapped_column(nullable=False, default=dict)
     task_id: Mapped[str | None] = mapped_column(String(255))
     title_id: Mapped[int | None] = _fk("titles.id", "SET NULL")

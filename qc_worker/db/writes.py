@@ -24,12 +24,11 @@ them too), hashes must be 64 hex digits, boxes must be integer pixel boxes with
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 import math
 import operator
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -83,7 +82,17 @@ _REGION_ALIASES = {
 }
 #: Keys an ROI dict may have (``bbox`` may be given instead of x0, y0, x1, y1). Aliases:
 #: ``blur_inside`` -> blur_fraction.
-ROI_FIELDS = ("aspect", "x0", "y0", "x1", "y1", "blur_fraction", "safe", "area_fraction", "keeps_faces")
+ROI_FIELDS = (
+    "aspect",
+    "x0",
+    "y0",
+    "x1",
+    "y1",
+    "blur_fraction",
+    "safe",
+    "area_fraction",
+    "keeps_faces",
+)
 _ROI_ALIASES = {"blur_inside": "blur_fraction"}
 
 
@@ -116,9 +125,7 @@ def get_or_create_model_version(
     )
     session.execute(stmt)
     return session.execute(
-        select(ModelVersion)
-        .where(ModelVersion.checksum == checksum)
-        .execution_options(populate_existing=True)
+        select(ModelVersion).where(ModelVersion.checksum == checksum).execution_options(populate_existing=True)
     ).scalar_one()
 
 
@@ -144,9 +151,19 @@ def upsert_image(
     the stored ones; those passed as ``None`` keep what is stored.
     """
     values = _image_values(
-        uri, _sha256(sha256), _positive_int(width, "width"), _positive_int(height, "height"),
-        ImageStatus.OK, None, source_kind=source_kind, title_id=title_id, video_id=video_id,
-        job_id=job_id, timestamp_s=timestamp_s, frame_index=frame_index, vendor=vendor,
+        uri,
+        _sha256(sha256),
+        _positive_int(width, "width"),
+        _positive_int(height, "height"),
+        ImageStatus.OK,
+        None,
+        source_kind=source_kind,
+        title_id=title_id,
+        video_id=video_id,
+        job_id=job_id,
+        timestamp_s=timestamp_s,
+        frame_index=frame_index,
+        vendor=vendor,
     )
     return _upsert_image_row(session, values)
 
@@ -175,10 +192,19 @@ def record_image_failure(
     reason. The pipeline does not screen failed images (nothing here enforces that).
     """
     values = _image_values(
-        uri, None if sha256 is None else _sha256(sha256), _opt_positive_int(width, "width"),
-        _opt_positive_int(height, "height"), ImageStatus.FAILED, _nonempty_str(reason, "reason"),
-        source_kind=source_kind, title_id=title_id, video_id=video_id, job_id=job_id,
-        timestamp_s=timestamp_s, frame_index=frame_index, vendor=vendor,
+        uri,
+        None if sha256 is None else _sha256(sha256),
+        _opt_positive_int(width, "width"),
+        _opt_positive_int(height, "height"),
+        ImageStatus.FAILED,
+        _nonempty_str(reason, "reason"),
+        source_kind=source_kind,
+        title_id=title_id,
+        video_id=video_id,
+        job_id=job_id,
+        timestamp_s=timestamp_s,
+        frame_index=frame_index,
+        vendor=vendor,
     )
     return _upsert_image_row(session, values)
 
@@ -305,9 +331,7 @@ def dialect_insert(session: Session, model: type) -> Any:
         return postgresql.insert(model)
     if dialect == "sqlite":
         return sqlite.insert(model)
-    raise ValueError(
-        f"idempotent writes support PostgreSQL and SQLite, not {dialect!r}"
-    )
+    raise ValueError(f"idempotent writes support PostgreSQL and SQLite, not {dialect!r}")
 
 
 def _upsert_image_row(session: Session, values: dict[str, Any]) -> Image:
@@ -338,9 +362,7 @@ def _upsert_image_row(session: Session, values: dict[str, Any]) -> Image:
         },
     }
     if values["sha256"] is None:
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[Image.uri], index_where=Image.sha256.is_(None), set_=update
-        )
+        stmt = stmt.on_conflict_do_update(index_elements=[Image.uri], index_where=Image.sha256.is_(None), set_=update)
     else:
         stmt = stmt.on_conflict_do_update(index_elements=[Image.uri, Image.sha256], set_=update)
     image_id = session.execute(stmt.returning(Image.id)).scalar_one()
@@ -389,9 +411,7 @@ def _opt_bool(value: Any, where: str) -> bool | None:
     return value
 
 
-def _fields(
-    item: Mapping[str, Any], where: str, allowed: Sequence[str], aliases: Mapping[str, str]
-) -> dict[str, Any]:
+def _fields(item: Mapping[str, Any], where: str, allowed: Sequence[str], aliases: Mapping[str, str]) -> dict[str, Any]:
     if not isinstance(item, Mapping):
         raise TypeError(f"{where} must be a mapping, got {type(item).__name__}")
     data: dict[str, Any] = {}
@@ -402,9 +422,7 @@ def _fields(
                 raise TypeError(f"{where}.bbox must be a sequence (x0, y0, x1, y1)")
             box = list(value.tolist() if hasattr(value, "tolist") else value)
             if len(box) != 4:
-                raise ValueError(
-                    f"{where}.bbox must have 4 values (x0, y0, x1, y1), got {len(box)}"
-                )
+                raise ValueError(f"{where}.bbox must have 4 values (x0, y0, x1, y1), got {len(box)}")
             for coord, v in zip(("x0", "y0", "x1", "y1"), box, strict=True):
                 if coord in data:
                     raise ValueError(f"{where}: both bbox and {coord} given")

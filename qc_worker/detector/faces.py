@@ -66,11 +66,11 @@ class SaliencyConfig(BaseModel):
 
     size: int = Field(64, ge=16, le=256, description="Side of the square saliency thumbnail.")
     sigma: float = Field(2.5, gt=0.0, description="Gaussian smoothing of the saliency map (px).")
-    threshold_factor: float = Field(
-        3.0, gt=0.0, description="Salient where saliency >= this multiple of its mean."
-    )
+    threshold_factor: float = Field(3.0, gt=0.0, description="Salient where saliency >= this multiple of its mean.")
     min_mass_fraction: float = Field(
-        0.1, ge=0.0, le=1.0,
+        0.1,
+        ge=0.0,
+        le=1.0,
         description="Keep salient blobs holding at least this share of the salient mass.",
     )
     min_contrast: float = Field(
@@ -117,8 +117,10 @@ def union_box(boxes: Iterable[Box]) -> Box | None:
     if not boxes:
         return None
     return (
-        min(b[0] for b in boxes), min(b[1] for b in boxes),
-        max(b[2] for b in boxes), max(b[3] for b in boxes),
+        min(b[0] for b in boxes),
+        min(b[1] for b in boxes),
+        max(b[2] for b in boxes),
+        max(b[3] for b in boxes),
     )
 
 
@@ -143,9 +145,7 @@ class _Cascade:
                 minNeighbors=config.min_neighbors,
                 minSize=(min_side, min_side),
             )
-        return [
-            (int(x), int(y), int(x + w), int(y + h)) for x, y, w, h in np.reshape(found, (-1, 4))
-        ]
+        return [(int(x), int(y), int(x + w), int(y + h)) for x, y, w, h in np.reshape(found, (-1, 4))]
 
 
 _LOAD_LOCK = threading.Lock()
@@ -293,9 +293,7 @@ def salient_foreground(
     mask = np.zeros((height, width), bool)
     sources = []
     if small_mask is not None:
-        up = cv2.resize(
-            small_mask.astype(np.uint8) * 255, (width, height), interpolation=cv2.INTER_LINEAR
-        )
+        up = cv2.resize(small_mask.astype(np.uint8) * 255, (width, height), interpolation=cv2.INTER_LINEAR)
         mask = up >= 128
         if mask.any():
             sources.append("saliency")

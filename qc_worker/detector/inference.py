@@ -130,11 +130,17 @@ class Detector:
         device: str = "auto",
         precision: Precision = "auto",
         config: InferenceConfig = InferenceConfig(),
-    ) -> "Detector":
+    ) -> Detector:
         """Load and verify a checkpoint (the shipped one by default)."""
         dev = pick_device(device)
         model, meta = load_checkpoint(path or SHIPPED_CHECKPOINT, device="cpu")
-        log.info("loaded detector %s (%s, checksum %s) on %s", path or SHIPPED_CHECKPOINT, meta.model.encoder, meta.checksum[:12], dev)
+        log.info(
+            "loaded detector %s (%s, checksum %s) on %s",
+            path or SHIPPED_CHECKPOINT,
+            meta.model.encoder,
+            meta.checksum[:12],
+            dev,
+        )
         return cls(model, meta, dev, pick_dtype(dev, precision), config)
 
     @property

@@ -18,11 +18,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from qc_worker.detector.frequency import BlurFrequency, FrequencySpec
-from qc_worker.detector.pretrained import IMAGENET_MEAN, IMAGENET_STD, file_sha256, resolve_encoder_weights
+from qc_worker.detector.pretrained import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    file_sha256,
+    resolve_encoder_weights,
+)
 
 log = logging.getLogger(__name__)
 
-ENCODERS = ("resnet50", "resnet34", "resnet18", "mobilenet_v2", "efficientnet-b0", "efficientnet-lite0")
+ENCODERS = (
+    "resnet50",
+    "resnet34",
+    "resnet18",
+    "mobilenet_v2",
+    "efficientnet-b0",
+    "efficientnet-lite0",
+)
 #: Our encoder names that segmentation-models-pytorch spells otherwise. EfficientNet-Lite
 #: (no squeeze-excitation, ReLU6) is the variant made for CPUs and phones.
 SMP_ENCODER_NAMES = {"efficientnet-lite0": "tu-tf_efficientnet_lite0"}
@@ -46,7 +58,7 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         d = dict(d)
         d["frequency"] = FrequencySpec(**d.get("frequency", {}))
         for key in ("decoder_channels", "aux_stages", "mean", "std"):
@@ -217,7 +229,10 @@ def build_model(config: ModelConfig, encoder_weights: str | Path | None = None) 
         path = find_cached_encoder_weights(config.encoder)
     model = BlurDetector(config)
     if path is None:
-        log.warning("no ImageNet weights for %s given or cached: encoder starts from random initialisation", config.encoder)
+        log.warning(
+            "no ImageNet weights for %s given or cached: encoder starts from random initialisation",
+            config.encoder,
+        )
         return model
     init = load_encoder_weights(model, path)
     model.config = replace(config, encoder_init=init)

@@ -230,9 +230,7 @@ def blur_components(
     """
     _check_maps(prob, intensity, threshold)
     blurred = prob >= threshold if _blurred is None else _blurred
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(
-        blurred.view(np.uint8), connectivity=8, ltype=cv2.CV_32S
-    )
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(blurred.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
     if count <= 1:
         return []
     areas = stats[1:, cv2.CC_STAT_AREA]
@@ -289,10 +287,7 @@ def semantic_regions(
         if box_area(box) == 0:
             continue
         area, cov, mp, mi = _stats(prob, intensity, blurred, box, evidence=evidence)
-        out.append(
-            Region("face", f"face_{k}", box, area, cov, mp, mi,
-                   _verdict(cov, config.face_blur_limit))
-        )
+        out.append(Region("face", f"face_{k}", box, area, cov, mp, mi, _verdict(cov, config.face_blur_limit)))
     if foreground is not None:
         mask = None
         if isinstance(foreground, Foreground):
@@ -305,8 +300,16 @@ def semantic_regions(
             area, cov, mp, mi = _stats(prob, intensity, blurred, box, mask, evidence)
             if area > 0:
                 out.append(
-                    Region("foreground", "foreground", box, area, cov, mp, mi,
-                           _verdict(cov, config.foreground_blur_limit))
+                    Region(
+                        "foreground",
+                        "foreground",
+                        box,
+                        area,
+                        cov,
+                        mp,
+                        mi,
+                        _verdict(cov, config.foreground_blur_limit),
+                    )
                 )
     return out
 
@@ -335,8 +338,16 @@ def grid_regions(
                 continue
             area, cov, mp, mi = _stats(prob, intensity, blurred, box, evidence=evidence)
             out.append(
-                Region("grid", f"r{r}c{c}", box, area, cov, mp, mi,
-                       _verdict(cov, config.grid_blur_limit))
+                Region(
+                    "grid",
+                    f"r{r}c{c}",
+                    box,
+                    area,
+                    cov,
+                    mp,
+                    mi,
+                    _verdict(cov, config.grid_blur_limit),
+                )
             )
     return out
 
@@ -393,17 +404,11 @@ def image_verdict(
         if f.coverage >= config.face_blur_limit:
             reject.append(f"{f.label} blurred {f.coverage:.0%} >= {config.face_blur_limit:.0%}")
         elif f.coverage >= config.face_review_limit:
-            review.append(
-                f"{f.label} blurred {f.coverage:.0%} >= {config.face_review_limit:.0%}"
-            )
+            review.append(f"{f.label} blurred {f.coverage:.0%} >= {config.face_review_limit:.0%}")
     if blurred_fraction >= config.reject_area_fraction:
-        reject.append(
-            f"image blurred {blurred_fraction:.0%} >= {config.reject_area_fraction:.0%}"
-        )
+        reject.append(f"image blurred {blurred_fraction:.0%} >= {config.reject_area_fraction:.0%}")
     elif blurred_fraction >= config.review_area_fraction:
-        review.append(
-            f"image blurred {blurred_fraction:.0%} >= {config.review_area_fraction:.0%}"
-        )
+        review.append(f"image blurred {blurred_fraction:.0%} >= {config.review_area_fraction:.0%}")
     for r in regions:
         if r.kind in ("foreground", "grid") and r.verdict == "blurred":
             review.append(f"{r.label} blurred {r.coverage:.0%} >= {_limit(r.kind, config):.0%}")
@@ -464,10 +469,21 @@ def analyse_regions(
         blurred_fraction = float(np.count_nonzero(blurred)) / n_obs if enough else 0.0
     regions = [
         *semantic_regions(
-            prob, intensity, threshold, faces, foreground, config, evidence=evidence, _blurred=blurred
+            prob,
+            intensity,
+            threshold,
+            faces,
+            foreground,
+            config,
+            evidence=evidence,
+            _blurred=blurred,
         ),
         *blur_components(
-            prob, intensity, threshold, config.min_component_fraction, config.max_components,
+            prob,
+            intensity,
+            threshold,
+            config.min_component_fraction,
+            config.max_components,
             _blurred=blurred,
         ),
         *grid_regions(prob, intensity, threshold, config, evidence=evidence, _blurred=blurred),

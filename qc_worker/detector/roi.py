@@ -41,7 +41,6 @@ from qc_worker.detector.faces import Box, Foreground, box_area, clip_box, expand
 __all__ = ["Roi", "RoiConfig", "best_crop", "blur_integral", "crop_safe_rois", "parse_aspect"]
 
 
-
 @dataclass(frozen=True)
 class Roi:
     """The chosen crop of one aspect ratio."""
@@ -73,9 +72,7 @@ def blur_integral(blurred: np.ndarray) -> np.ndarray:
 
 
 def _box_sums(integral: np.ndarray, X: np.ndarray, Y: np.ndarray, w: int, h: int) -> np.ndarray:
-    return (
-        integral[Y + h, X + w].astype(np.int64) - integral[Y, X + w] - integral[Y + h, X] + integral[Y, X]
-    )
+    return integral[Y + h, X + w].astype(np.int64) - integral[Y, X + w] - integral[Y + h, X] + integral[Y, X]
 
 
 def _axis_positions(size: int, extent: int, lo: int, hi: int, n: int) -> np.ndarray:
@@ -196,9 +193,7 @@ def crop_safe_rois(
         blurred &= observable
         observed = blur_integral(observable)
     integral = blur_integral(blurred)
-    face_boxes = [
-        expand_box(clip_box(f, width, height), config.face_margin, width, height) for f in faces
-    ]
+    face_boxes = [expand_box(clip_box(f, width, height), config.face_margin, width, height) for f in faces]
     keep = union_box(face_boxes)
     if isinstance(foreground, Foreground):
         focus: Box | None = clip_box(foreground.box, width, height)
@@ -208,7 +203,12 @@ def crop_safe_rois(
         focus = keep
     return [
         best_crop(
-            integral, aspect, keep=keep, focus=focus, config=config, observed=observed,
+            integral,
+            aspect,
+            keep=keep,
+            focus=focus,
+            config=config,
+            observed=observed,
             min_observable_fraction=min_observable_fraction,
         )
         for aspect in config.aspects

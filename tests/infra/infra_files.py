@@ -41,7 +41,7 @@ def settings_env_problem(name: str) -> str | None:
     """
     if not name.startswith(ENV_PREFIX):
         return f"{name} does not start with {ENV_PREFIX}"
-    parts = name[len(ENV_PREFIX):].lower().split("__")
+    parts = name[len(ENV_PREFIX) :].lower().split("__")
     fields: dict[str, Any] = Settings.model_fields
     where = "Settings"
     for i, part in enumerate(parts):
@@ -145,13 +145,13 @@ def _expand(body: str, env: dict[str, str]) -> str:
     m = _VAR_NAME.match(body)
     if m is None:
         raise ValueError(f"bad variable expression ${{{body}}}")
-    name, rest = m.group(), body[m.end():]
+    name, rest = m.group(), body[m.end() :]
     value = env.get(name)
     if not rest:
         return value or ""
     for op in (":-", ":?", ":+", "-", "?", "+"):
         if rest.startswith(op):
-            arg = rest[len(op):]
+            arg = rest[len(op) :]
             break
     else:
         raise ValueError(f"unsupported variable expression ${{{body}}}")

@@ -43,8 +43,15 @@ COMPOSE_ENV = dict(ENV_EXAMPLE_FILE.values)
 QC_SERVICES = sorted(name for name, svc in SERVICES.items() if is_qc_service(svc))
 
 EXPECTED_SERVICES = {
-    "redis", "postgres", "minio", "minio-init", "migrate",
-    "worker-gpu", "worker-cpu", "beat", "flower",
+    "redis",
+    "postgres",
+    "minio",
+    "minio-init",
+    "migrate",
+    "worker-gpu",
+    "worker-cpu",
+    "beat",
+    "flower",
 }
 ONE_SHOT = {"minio-init", "migrate"}
 NEEDS_HEALTHCHECK = {"redis", "postgres", "minio", "worker-gpu", "worker-cpu"}
@@ -125,9 +132,7 @@ def test_every_qc_name_in_the_compose_file_is_a_settings_field() -> None:
 
 
 def test_every_qc_name_in_env_example_is_a_settings_field() -> None:
-    names = set(QC_NAME.findall(ENV_EXAMPLE_FILE.text)) | {
-        k for k in ENV_EXAMPLE_FILE.mentioned if k.startswith("QC")
-    }
+    names = set(QC_NAME.findall(ENV_EXAMPLE_FILE.text)) | {k for k in ENV_EXAMPLE_FILE.mentioned if k.startswith("QC")}
     problems = [p for p in map(settings_env_problem, sorted(names)) if p]
     assert not problems, "\n".join(problems)
 
@@ -290,9 +295,9 @@ def test_flower_watches_the_broker_the_workers_use() -> None:
 def test_ports_are_published_on_the_configured_address_only() -> None:
     for name, service in SERVICES.items():
         for port in service.get("ports", []):
-            assert isinstance(port, str) and (
-                port.startswith(("${PUBLISH_ADDRESS", "127.0.0.1:"))
-            ), f"{name}: port {port!r} is published on every address"
+            assert isinstance(port, str) and (port.startswith(("${PUBLISH_ADDRESS", "127.0.0.1:"))), (
+                f"{name}: port {port!r} is published on every address"
+            )
 
 
 def test_named_volumes_are_declared() -> None:

@@ -131,13 +131,16 @@ def test_torch_is_installed_before_the_project(kind: str) -> None:
         if not torch_at:
             continue
         project_at = [
-            i for i, ins in enumerate(runs)
+            i
+            for i, ins in enumerate(runs)
             if ins.keyword in ("COPY", "ADD") and re.search(r"\bpyproject\.toml\b|\bqc_worker\b", ins.args)
         ]
         assert project_at and torch_at[0] < project_at[0], (
             f"{kind}: torch must be installed (its own layer) before the project is copied in"
         )
-        installs = [ins.args for ins in runs if ins.keyword == "RUN" and re.search(r"pip install[^&]* \.(\s|$)", ins.args)]
+        installs = [
+            ins.args for ins in runs if ins.keyword == "RUN" and re.search(r"pip install[^&]* \.(\s|$)", ins.args)
+        ]
         assert installs, f"{kind}: the project is not pip-installed from the context"
         assert not any(" -e " in a or "--editable" in a for a in installs), f"{kind}: editable install"
         return
@@ -187,9 +190,7 @@ def test_healthcheck_and_entrypoint(kind: str) -> None:
     assert "HEALTHCHECK" in by_keyword, f"{kind}: no HEALTHCHECK"
     assert "qc-healthcheck" in by_keyword["HEALTHCHECK"][-1].args
     assert by_keyword["ENTRYPOINT"][-1].args == '["qc-entrypoint"]'
-    installed = {
-        words[-1]: words[0] for _, words, _ in _copies(final) if len(words) == 2
-    }
+    installed = {words[-1]: words[0] for _, words, _ in _copies(final) if len(words) == 2}
     assert installed.get("/usr/local/bin/qc-entrypoint") == "infra/docker/entrypoint.sh"
     assert installed.get("/usr/local/bin/qc-healthcheck") == "infra/docker/healthcheck.sh"
 
@@ -237,7 +238,10 @@ def test_entrypoint_execs_its_command(tmp_path: Path) -> None:
     def run(*args: str) -> str:
         done = subprocess.run(
             ["sh", str(DOCKER_DIR / "entrypoint.sh"), *args],
-            env=env, capture_output=True, text=True, check=True,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         return done.stdout.strip()
 
@@ -261,22 +265,44 @@ def test_healthcheck_fails_when_the_metrics_port_does_not_answer() -> None:
     env = {**os.environ, "QC_METRICS_PORT": str(port)}
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"  # the script runs `python`
     done = subprocess.run(
-        ["sh", str(DOCKER_DIR / "healthcheck.sh")], env=env, capture_output=True, text=True, check=False
+        ["sh", str(DOCKER_DIR / "healthcheck.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert done.returncode != 0 and "unhealthy" in done.stderr
 
 
 @pytest.mark.parametrize(
-    "path", [".venv/bin/python", "runs/r18/best_model.pt", "out/demo-overlays/a.png", ".git/HEAD",
-             ".env", ".pytest_cache/v", "qc_worker/__pycache__/cli.cpython-311.pyc", ".ruff_cache/x"],
+    "path",
+    [
+        ".venv/bin/python",
+        "runs/r18/best_model.pt",
+        "out/demo-overlays/a.png",
+        ".git/HEAD",
+        ".env",
+        ".pytest_cache/v",
+        "qc_worker/__pycache__/cli.cpython-311.pyc",
+        ".ruff_cache/x",
+    ],
 )
 def test_dockerignore_leaves_out(path: str) -> None:
     assert is_dockerignored(path, IGNORE), f".dockerignore should leave out {path}"
 
 
 @pytest.mark.parametrize(
-    "path", ["pyproject.toml", "README.md", "qc_worker/cli.py", WEIGHTS, "model_training/cli.py",
-             "migrations/env.py", "infra/docker/entrypoint.sh", "infra/docker/healthcheck.sh"],
+    "path",
+    [
+        "pyproject.toml",
+        "README.md",
+        "qc_worker/cli.py",
+        WEIGHTS,
+        "model_training/cli.py",
+        "migrations/env.py",
+        "infra/docker/entrypoint.sh",
+        "infra/docker/healthcheck.sh",
+    ],
 )
 def test_dockerignore_keeps(path: str) -> None:
     assert not is_dockerignored(path, IGNORE), f".dockerignore must not leave out {path}"

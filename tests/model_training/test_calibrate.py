@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from model_training.calibrate import RealItem, calibrate, group_table, markdown, objective, realdev_items
+from model_training.calibrate import (
+    RealItem,
+    calibrate,
+    group_table,
+    markdown,
+    objective,
+    realdev_items,
+)
 from model_training.cli import app
 from qc_worker.config import Settings
 from qc_worker.detector.observable import observable_map
@@ -36,7 +43,11 @@ class _Fake:
 
 
 def test_group_table_counts_right_verdicts_both_ways():
-    items = [_Fake("levin_blur", True, 0.9), _Fake("levin_sharp", False, 0.9), _Fake("levin_sharp", False, 0.1)]
+    items = [
+        _Fake("levin_blur", True, 0.9),
+        _Fake("levin_sharp", False, 0.9),
+        _Fake("levin_sharp", False, 0.1),
+    ]
     table = group_table(items, ["reject", "reject", "pass"])
     assert table["levin_blur"] == {"n": 1, "right": 1, "pass": 0, "review": 0, "reject": 1}
     assert table["levin_sharp"]["right"] == 1 and table["levin_sharp"]["n"] == 2
@@ -76,7 +87,12 @@ def test_a_whole_frame_threshold_is_chosen_when_frame_blur_stays_under_the_pixel
 
 
 def _realdev(root: Path) -> Path:
-    for sub, n in (("levin/blur", 2), ("levin/sharp", 2), ("levin/kernels", 1), ("blur_only/video", 2)):
+    for sub, n in (
+        ("levin/blur", 2),
+        ("levin/sharp", 2),
+        ("levin/kernels", 1),
+        ("blur_only/video", 2),
+    ):
         (root / sub).mkdir(parents=True)
         for i in range(n):
             img = make_photo(i + len(sub), (96, 96))
@@ -107,13 +123,45 @@ def test_calibrate_command_writes_its_results(tmp_path):
     splits.write_text(json.dumps({"train": [], "val": paths[:1], "test": paths[1:]}))
     ckpt = tiny_checkpoint(tmp_path / "tiny.safetensors")
     out = tmp_path / "cal"
-    r = runner.invoke(app, ["calibrate", "--checkpoint", str(ckpt), "--realdev", str(root), "--splits", str(splits), "--out", str(out)])
+    r = runner.invoke(
+        app,
+        [
+            "calibrate",
+            "--checkpoint",
+            str(ckpt),
+            "--realdev",
+            str(root),
+            "--splits",
+            str(splits),
+            "--out",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     result = json.loads((out / "calibration.json").read_text())
-    assert set(result["groups"]) == {"levin_blur", "levin_sharp", "blur_only", "photos_val", "photos_test"}
+    assert set(result["groups"]) == {
+        "levin_blur",
+        "levin_sharp",
+        "blur_only",
+        "photos_val",
+        "photos_test",
+    }
     assert len(result["images"]) == 8
     assert "right verdicts" in (out / "calibration.md").read_text()
     assert all(0 <= i["median"] <= i["score"] <= 1 for i in result["images"])
     assert "frame_threshold" in result and result["objective"] == max(r["objective"] for r in result["sweep"])
-    missing = runner.invoke(app, ["calibrate", "--checkpoint", str(ckpt), "--realdev", str(tmp_path / "nope"), "--splits", str(splits), "--out", str(out)])
+    missing = runner.invoke(
+        app,
+        [
+            "calibrate",
+            "--checkpoint",
+            str(ckpt),
+            "--realdev",
+            str(tmp_path / "nope"),
+            "--splits",
+            str(splits),
+            "--out",
+            str(out),
+        ],
+    )
     assert missing.exit_code == 2 and "realdev folder" in " ".join(missing.output.split())

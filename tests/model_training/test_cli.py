@@ -14,7 +14,24 @@ runner = CliRunner()
 @pytest.mark.integration
 def test_synth_writes_a_complete_dataset(photo_dir, tmp_path):
     out = tmp_path / "ds"
-    res = runner.invoke(app, ["synth", "--sources", str(photo_dir), "--out", str(out), "--count", "6", "--seed", "2", "--workers", "2", "--mask-sources", "random"])
+    res = runner.invoke(
+        app,
+        [
+            "synth",
+            "--sources",
+            str(photo_dir),
+            "--out",
+            str(out),
+            "--count",
+            "6",
+            "--seed",
+            "2",
+            "--workers",
+            "2",
+            "--mask-sources",
+            "random",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "wrote 6 samples" in res.output
     lines = (out / "samples.jsonl").read_text().splitlines()
@@ -36,7 +53,17 @@ def test_synth_writes_a_complete_dataset(photo_dir, tmp_path):
 
 @pytest.mark.integration
 def test_the_same_seed_writes_the_same_files_whatever_the_worker_count(photo_dir, tmp_path):
-    args = ["synth", "--sources", str(photo_dir), "--count", "4", "--seed", "9", "--mask-sources", "random"]
+    args = [
+        "synth",
+        "--sources",
+        str(photo_dir),
+        "--count",
+        "4",
+        "--seed",
+        "9",
+        "--mask-sources",
+        "random",
+    ]
     assert runner.invoke(app, [*args, "--out", str(tmp_path / "a"), "--workers", "1"]).exit_code == 0
     assert runner.invoke(app, [*args, "--out", str(tmp_path / "b"), "--workers", "2"]).exit_code == 0
     for sub in ("images", "masks", "intensity"):
@@ -55,7 +82,18 @@ def test_missing_or_empty_sources_fail_with_a_clear_message(tmp_path):
 
 
 def test_unknown_mask_source_and_bad_split_are_refused(photo_dir, tmp_path):
-    res = runner.invoke(app, ["synth", "--sources", str(photo_dir), "--out", str(tmp_path / "o"), "--mask-sources", "magic"])
+    res = runner.invoke(
+        app,
+        [
+            "synth",
+            "--sources",
+            str(photo_dir),
+            "--out",
+            str(tmp_path / "o"),
+            "--mask-sources",
+            "magic",
+        ],
+    )
     assert res.exit_code == 2 and "unknown mask source" in res.output
     res = runner.invoke(app, ["synth", "--sources", str(photo_dir), "--out", str(tmp_path / "o"), "--split", "test"])
     assert res.exit_code != 0

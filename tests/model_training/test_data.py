@@ -17,7 +17,6 @@ from model_training.data import (
     split_sources,
     synthesize,
 )
-from model_training.synth.degrade import DEGRADATIONS
 from model_training.synth.config import (
     CameraConfig,
     CoverageConfig,
@@ -26,6 +25,7 @@ from model_training.synth.config import (
     SamplingConfig,
     SynthConfig,
 )
+from model_training.synth.degrade import DEGRADATIONS
 from model_training.synth.instances import Instance
 from tests.model_training.photos import make_photo
 
@@ -33,7 +33,12 @@ FAST = ("random",)
 
 
 def _ds(photo_dir, **kw):
-    return BlurSynthDataset(list_sources(photo_dir), kw.pop("cfg", SynthConfig(sampling=SamplingConfig(out_size=128))), mask_sources=FAST, **kw)
+    return BlurSynthDataset(
+        list_sources(photo_dir),
+        kw.pop("cfg", SynthConfig(sampling=SamplingConfig(out_size=128))),
+        mask_sources=FAST,
+        **kw,
+    )
 
 
 def test_mask_and_intensity_are_consistent(photo_dir):
@@ -56,7 +61,10 @@ def test_hard_negatives_have_an_empty_mask_and_a_changed_image():
     h, w = img.shape[:2]
     m = np.zeros((h, w), np.uint8)
     m[50:150, 80:180] = 255
-    cfg = SynthConfig(negatives=NegativeConfig(prob=1.0), sampling=SamplingConfig(out_size=128, post_downscale_prob=0.0))
+    cfg = SynthConfig(
+        negatives=NegativeConfig(prob=1.0),
+        sampling=SamplingConfig(out_size=128, post_downscale_prob=0.0),
+    )
     kinds = set()
     for seed in range(12):
         s = synthesize(img, [Instance(m, "foreground")], np.random.default_rng(seed), cfg)
@@ -68,14 +76,21 @@ def test_hard_negatives_have_an_empty_mask_and_a_changed_image():
 
 @pytest.mark.parametrize("p,mode", [(1.0, "mask_centric"), (0.0, "image_centric")])
 def test_the_hybrid_parameter_chooses_the_sampling_mode(photo_dir, p, mode):
-    cfg = SynthConfig(negatives=NegativeConfig(prob=0.0), sampling=SamplingConfig(out_size=128, mask_centric_prob=p),
-                      camera=CameraConfig(prob=0.0), graphics=GraphicsConfig(prob=0.0))
+    cfg = SynthConfig(
+        negatives=NegativeConfig(prob=0.0),
+        sampling=SamplingConfig(out_size=128, mask_centric_prob=p),
+        camera=CameraConfig(prob=0.0),
+        graphics=GraphicsConfig(prob=0.0),
+    )
     ds = _ds(photo_dir, cfg=cfg, length=6)
     assert {ds.sample(i).params["mode"] for i in range(6)} == {mode}
 
 
 def test_mask_centric_samples_always_blur_their_instance(photo_dir):
-    cfg = SynthConfig(negatives=NegativeConfig(prob=0.0, on_positive_prob=0.0), sampling=SamplingConfig(out_size=128, mask_centric_prob=1.0))
+    cfg = SynthConfig(
+        negatives=NegativeConfig(prob=0.0, on_positive_prob=0.0),
+        sampling=SamplingConfig(out_size=128, mask_centric_prob=1.0),
+    )
     ds = _ds(photo_dir, cfg=cfg, length=10)
     assert sum(ds.sample(i).mask.any() for i in range(10)) >= 8
 
@@ -84,10 +99,34 @@ def test_post_downscale_scales_the_intensity_target():
     img = make_photo(5, size=(400, 400))
     m = np.zeros((400, 400), np.uint8)
     m[100:300, 100:300] = 255
-    base = dict(negatives=NegativeConfig(prob=0.0, on_positive_prob=0.0), blur_types=("straight",),
-                camera=CameraConfig(prob=0.0))
-    big = SynthConfig(**base, sampling=SamplingConfig(out_size=96, mask_centric_prob=0.0, no_blur_prob=0.0, post_downscale_prob=0.0, short_side=(400, 400), max_upscale=1.0))
-    small = SynthConfig(**base, sampling=SamplingConfig(out_size=96, mask_centric_prob=0.0, no_blur_prob=0.0, post_downscale_prob=1.0, post_downscale=(0.5, 0.5), short_side=(400, 400), max_upscale=1.0))
+    base = dict(
+        negatives=NegativeConfig(prob=0.0, on_positive_prob=0.0),
+        blur_types=("straight",),
+        camera=CameraConfig(prob=0.0),
+    )
+    big = SynthConfig(
+        **base,
+        sampling=SamplingConfig(
+            out_size=96,
+            mask_centric_prob=0.0,
+            no_blur_prob=0.0,
+            post_downscale_prob=0.0,
+            short_side=(400, 400),
+            max_upscale=1.0,
+        ),
+    )
+    small = SynthConfig(
+        **base,
+        sampling=SamplingConfig(
+            out_size=96,
+            mask_centric_prob=0.0,
+            no_blur_prob=0.0,
+            post_downscale_prob=1.0,
+            post_downscale=(0.5, 0.5),
+            short_side=(400, 400),
+            max_upscale=1.0,
+        ),
+    )
     inst = [Instance(m, "foreground")]
     for seed in range(20):
         a = synthesize(img, inst, np.random.default_rng(seed), big)
@@ -112,11 +151,18 @@ def test_same_seed_and_index_give_the_same_sample_in_two_processes(photo_dir):
         "from model_training.data import BlurSynthDataset, list_sources;"
         "ds = BlurSynthDataset(list_sources(Path(sys.argv[1])), seed=11, length=6);"
         "h = hashlib.sha256();"
-        "[h.update(ds.sample(i).image.tobytes() + ds.sample(i).mask.tobytes() + ds.sample(i).intensity.tobytes()) for i in (0, 3, 5)];"
+        "[h.update(ds.sample(i).image.tobytes() + ds.sample(i).mask.tobytes()"
+        " + ds.sample(i).intensity.tobytes()) for i in (0, 3, 5)];"
         "print(h.hexdigest())"
     )
     root = Path(__file__).resolve().parents[2]
-    run = lambda: subprocess.run([sys.executable, "-c", code, str(photo_dir)], capture_output=True, text=True, cwd=root, check=True).stdout.strip()
+    run = lambda: subprocess.run(
+        [sys.executable, "-c", code, str(photo_dir)],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        check=True,
+    ).stdout.strip()
     first, second = run(), run()
     assert first == second and len(first) == 64
     other = BlurSynthDataset(list_sources(photo_dir), seed=12, length=6).sample(0)
@@ -170,8 +216,14 @@ def test_a_blurred_instance_with_a_flat_interior_is_labelled_on_its_texture_only
     m[30:170, 30:170] = 255
     cfg = SynthConfig(
         negatives=NegativeConfig(prob=0.0, on_positive_prob=0.0),
-        sampling=SamplingConfig(out_size=192, mask_centric_prob=0.0, no_blur_prob=0.0, post_downscale_prob=0.0,
-                                short_side=(200, 200), grayscale_prob=0.0),
+        sampling=SamplingConfig(
+            out_size=192,
+            mask_centric_prob=0.0,
+            no_blur_prob=0.0,
+            post_downscale_prob=0.0,
+            short_side=(200, 200),
+            grayscale_prob=0.0,
+        ),
         coverage=CoverageConfig(sharp=0.0, full=1.0, partial=0.0),
         camera=CameraConfig(prob=0.0),
         graphics=GraphicsConfig(prob=0.0, overlay_prob=0.0),

@@ -61,23 +61,68 @@ def test_layouts_are_discovered(tmp_path):
 @pytest.mark.integration
 def test_evaluate_and_export_end_to_end(photo_dir, tmp_path):
     data = tmp_path / "test-set"
-    res = runner.invoke(app, ["synth", "--sources", str(photo_dir), "--out", str(data), "--count", "10", "--seed", "4", "--workers", "1", "--mask-sources", "random"])
+    res = runner.invoke(
+        app,
+        [
+            "synth",
+            "--sources",
+            str(photo_dir),
+            "--out",
+            str(data),
+            "--count",
+            "10",
+            "--seed",
+            "4",
+            "--workers",
+            "1",
+            "--mask-sources",
+            "random",
+        ],
+    )
     assert res.exit_code == 0, res.output
     torch.manual_seed(0)
     ckpt = tmp_path / "best_model.pt"
     torch.save({"model": BlurDetector(TINY).state_dict(), "model_config": TINY.to_dict(), "step": 7}, ckpt)
     out = tmp_path / "eval"
-    res = runner.invoke(app, ["evaluate", "--checkpoint", str(ckpt), "--data", str(data), "--out", str(out), "--val-fraction", "0.4"])
+    res = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(ckpt),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--val-fraction",
+            "0.4",
+        ],
+    )
     assert res.exit_code == 0, res.output
     results = json.loads((out / "results.json").read_text())
     assert results["layout"] == "synthetic" and results["n_val"] == 4 and results["n_test"] == 6
-    assert set(results["pixel"]) == {"ours", "hf_energy"} and set(results["image"]) == {"ours", "hf_energy", "laplacian_variance"}
+    assert set(results["pixel"]) == {"ours", "hf_energy"} and set(results["image"]) == {
+        "ours",
+        "hf_energy",
+        "laplacian_variance",
+    }
     for name in ("results.md", "pr_curve.png", "roc_curve.png", "worst_cases.png"):
         assert (out / name).exists(), name
     assert "Laplacian variance" in (out / "results.md").read_text()
 
     shipped = tmp_path / "detector.safetensors"
-    res = runner.invoke(app, ["export", "--checkpoint", str(ckpt), "--out", str(shipped), "--results", str(out / "results.json")])
+    res = runner.invoke(
+        app,
+        [
+            "export",
+            "--checkpoint",
+            str(ckpt),
+            "--out",
+            str(shipped),
+            "--results",
+            str(out / "results.json"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     model, meta = load_checkpoint(shipped)
     assert meta.dtype == "float16" and meta.training["checkpoint_step"] == 7
@@ -93,19 +138,75 @@ def test_a_shipped_file_is_re_exported_with_a_new_calibration_and_the_same_tenso
     assert runner.invoke(app, ["export", "--checkpoint", str(ckpt), "--out", str(first)]).exit_code == 0
     calibration = tmp_path / "calibration.json"
     groups = {"levin_blur": {"n": 1, "right": 1, "pass": 0, "review": 1, "reject": 0}}
-    calibration.write_text(json.dumps({"threshold": 0.7, "frame_threshold": 0.08, "chosen_by": "test", "groups": groups, "auc": {}}))
-    res = runner.invoke(app, ["export", "--checkpoint", str(first), "--out", str(again), "--calibration", str(calibration)])
+    calibration.write_text(
+        json.dumps(
+            {
+                "threshold": 0.7,
+                "frame_threshold": 0.08,
+                "chosen_by": "test",
+                "groups": groups,
+                "auc": {},
+            }
+        )
+    )
+    res = runner.invoke(
+        app,
+        [
+            "export",
+            "--checkpoint",
+            str(first),
+            "--out",
+            str(again),
+            "--calibration",
+            str(calibration),
+        ],
+    )
     assert res.exit_code == 0, res.output
     _, before = load_checkpoint(first)
     _, after = load_checkpoint(again)
     assert after.checksum == before.checksum and after.training == before.training
     assert after.thresholds["pixel"] == 0.7 and after.thresholds["frame"] == 0.08
     assert after.thresholds["image"] == before.thresholds["image"] and after.metrics["real"]["groups"] == groups
-    calibration.write_text(json.dumps({"threshold": 0.6, "frame_threshold": None, "chosen_by": "test", "groups": groups, "auc": {}}))
-    assert runner.invoke(app, ["export", "--checkpoint", str(again), "--out", str(first), "--calibration", str(calibration)]).exit_code == 0
+    calibration.write_text(
+        json.dumps(
+            {
+                "threshold": 0.6,
+                "frame_threshold": None,
+                "chosen_by": "test",
+                "groups": groups,
+                "auc": {},
+            }
+        )
+    )
+    assert (
+        runner.invoke(
+            app,
+            [
+                "export",
+                "--checkpoint",
+                str(again),
+                "--out",
+                str(first),
+                "--calibration",
+                str(calibration),
+            ],
+        ).exit_code
+        == 0
+    )
     assert "frame" not in load_checkpoint(first)[1].thresholds
 
 
 def test_evaluate_refuses_bad_input_clearly(tmp_path):
-    res = runner.invoke(app, ["evaluate", "--checkpoint", str(tmp_path / "none.pt"), "--data", str(tmp_path), "--out", str(tmp_path / "o")])
+    res = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(tmp_path / "none.pt"),
+            "--data",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     assert res.exit_code == 2 and "error" in res.output

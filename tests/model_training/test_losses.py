@@ -101,7 +101,12 @@ def test_unobservable_pixels_add_nothing_to_the_mask_losses():
     # Whatever the model says where nothing can be seen, the loss stays the same ...
     changed = logits.clone()
     changed[:, :, :, 4:] = 25.0
-    same, _ = loss_fn(DetectorOutput(changed, torch.zeros_like(logits), []), target, torch.zeros_like(target), valid)
+    same, _ = loss_fn(
+        DetectorOutput(changed, torch.zeros_like(logits), []),
+        target,
+        torch.zeros_like(target),
+        valid,
+    )
     assert float(same) == pytest.approx(float(base), rel=1e-6)
     # ... while without the map the same change is punished.
     full, _ = loss_fn(out, target, torch.zeros_like(target))

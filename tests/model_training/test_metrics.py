@@ -32,7 +32,12 @@ def test_histogram_counts_match_direct_thresholding():
     h.add(prob, truth)
     for t in (0.1, 0.5, 0.83):
         pred = prob >= t
-        direct = (int((pred & truth).sum()), int((pred & ~truth).sum()), int((~pred & truth).sum()), int((~pred & ~truth).sum()))
+        direct = (
+            int((pred & truth).sum()),
+            int((pred & ~truth).sum()),
+            int((~pred & truth).sum()),
+            int((~pred & ~truth).sum()),
+        )
         assert h.counts_at(t) == pytest.approx(direct, abs=int(prob.size * 0.002))
     _, _, ap = h.pr_curve()
     assert 0.6 < ap < 0.9

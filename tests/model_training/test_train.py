@@ -55,9 +55,23 @@ def test_a_tiny_model_overfits_a_handful_of_samples(photo_dir):
 
 def _tiny_cfg(out: Path, photo_dir: Path, **kw) -> TrainConfig:
     return TrainConfig(
-        out=out, sources=[photo_dir], stage_steps=(2, 2, 2), stage_crop=(64, 64, 64), batch_size=2,
-        workers=0, val_every=3, val_samples=2, val_crop=64, log_every=1, checkpoint_every=100,
-        warmup_steps=1, amp="off", mask_sources=("random",), val_fraction=0.25, test_fraction=0.25, **kw,
+        out=out,
+        sources=[photo_dir],
+        stage_steps=(2, 2, 2),
+        stage_crop=(64, 64, 64),
+        batch_size=2,
+        workers=0,
+        val_every=3,
+        val_samples=2,
+        val_crop=64,
+        log_every=1,
+        checkpoint_every=100,
+        warmup_steps=1,
+        amp="off",
+        mask_sources=("random",),
+        val_fraction=0.25,
+        test_fraction=0.25,
+        **kw,
     )
 
 
@@ -65,7 +79,14 @@ def _tiny_cfg(out: Path, photo_dir: Path, **kw) -> TrainConfig:
 def test_fit_writes_its_outputs_and_resumes_exactly(photo_dir, tmp_path):
     straight = _tiny_cfg(tmp_path / "a", photo_dir)
     fit(straight)
-    for name in ("train_state.pt", "best_model.pt", "metrics.jsonl", "curves.png", "splits.json", "train_config.json"):
+    for name in (
+        "train_state.pt",
+        "best_model.pt",
+        "metrics.jsonl",
+        "curves.png",
+        "splits.json",
+        "train_config.json",
+    ):
         assert (straight.out / name).exists(), name
     rows = [json.loads(line) for line in (straight.out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
@@ -89,17 +110,63 @@ def test_ddp_on_two_cpu_processes_follows_the_single_process_loss(photo_dir, tmp
     """2 ranks x batch 2 see exactly the samples of 1 process x batch 4 (indices are
     (step * world + rank) * batch + j), so with averaged gradients the two loss curves
     must nearly coincide; only BatchNorm's per-rank statistics differ."""
-    args = ["fit", "--sources", str(photo_dir), "--stage-steps", "4,4,4", "--stage-crop", "64,64,64",
-            "--workers", "0", "--val-every", "100", "--val-samples", "2",
-            "--amp", "off", "--log-every", "1", "--lr", "0.003"]
+    args = [
+        "fit",
+        "--sources",
+        str(photo_dir),
+        "--stage-steps",
+        "4,4,4",
+        "--stage-crop",
+        "64,64,64",
+        "--workers",
+        "0",
+        "--val-every",
+        "100",
+        "--val-samples",
+        "2",
+        "--amp",
+        "off",
+        "--log-every",
+        "1",
+        "--lr",
+        "0.003",
+    ]
     single = tmp_path / "single"
-    subprocess.run([sys.executable, "-m", "model_training.cli", *args, "--batch-size", "4", "--out", str(single)],
-                   cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "model_training.cli",
+            *args,
+            "--batch-size",
+            "4",
+            "--out",
+            str(single),
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     ddp = tmp_path / "ddp"
     res = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "model_training.cli", *args, "--batch-size", "2", "--out", str(ddp)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "model_training.cli",
+            *args,
+            "--batch-size",
+            "2",
+            "--out",
+            str(ddp),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert res.returncode == 0, res.stderr[-3000:]
     curve = lambda p: np.array([json.loads(line)["total"] for line in (p / "metrics.jsonl").read_text().splitlines()])
@@ -114,12 +181,22 @@ def test_fine_tuning_starts_from_a_checkpoint_and_says_so(photo_dir, tmp_path):
     first = _tiny_cfg(tmp_path / "a", photo_dir, decoder_channels=(16, 16, 8, 8, 8))
     fit(first)
     start = torch.load(first.out / "best_model.pt", weights_only=False)
-    tuned = _tiny_cfg(tmp_path / "b", photo_dir, decoder_channels=(16, 16, 8, 8, 8), init_from=first.out / "best_model.pt")
+    tuned = _tiny_cfg(
+        tmp_path / "b",
+        photo_dir,
+        decoder_channels=(16, 16, 8, 8, 8),
+        init_from=first.out / "best_model.pt",
+    )
     model = initial_model(tuned)
     assert model.config.encoder_init == "finetuned:best_model.pt<-random"
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, start["model"][k])
-    other = _tiny_cfg(tmp_path / "c", photo_dir, decoder_channels=(32, 16, 8, 8, 8), init_from=first.out / "best_model.pt")
+    other = _tiny_cfg(
+        tmp_path / "c",
+        photo_dir,
+        decoder_channels=(32, 16, 8, 8, 8),
+        init_from=first.out / "best_model.pt",
+    )
     with pytest.raises(ValueError, match="decoder"):
         initial_model(other)
 

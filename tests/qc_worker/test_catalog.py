@@ -69,14 +69,18 @@ def test_bom_and_crlf():
 
 def test_quoted_fields_with_commas_and_newlines_in_a_name():
     rows, problems = parse(HEADER + 't1,"Smith, John",s3://b/1.mp4\nt2,"Two\nlines",s3://b/2.mp4\nt3,C,s3://b/3.mp4\n')
-    assert rows == [(2, "t1", "Smith, John", "s3://b/1.mp4"), (3, "t2", "Two\nlines", "s3://b/2.mp4"),
-                    (5, "t3", "C", "s3://b/3.mp4")]
+    assert rows == [
+        (2, "t1", "Smith, John", "s3://b/1.mp4"),
+        (3, "t2", "Two\nlines", "s3://b/2.mp4"),
+        (5, "t3", "C", "s3://b/3.mp4"),
+    ]
     assert problems == []
 
 
 def test_an_unclosed_quote_does_not_swallow_the_rows_after_it():
-    rows, problems = parse(HEADER + 't1,A,s3://b/1.mp4\nt2,"Unclosed,s3://b/2.mp4\nt3,C,s3://b/3.mp4\n'
-                           "t4,D,s3://b/4.mp4\n")
+    rows, problems = parse(
+        HEADER + 't1,A,s3://b/1.mp4\nt2,"Unclosed,s3://b/2.mp4\nt3,C,s3://b/3.mp4\nt4,D,s3://b/4.mp4\n'
+    )
     assert [r[1] for r in rows] == ["t1", "t3", "t4"]
     assert len(problems) == 1 and problems[0].startswith("line 3:"), problems
 
@@ -94,28 +98,36 @@ def test_stray_quotes_inside_a_field_are_kept_literally():
 
 def test_control_characters_are_refused_per_row():
     # PostgreSQL refuses NUL in text, so one such row must not sink the whole enqueue.
-    rows, problems = parse(HEADER + "t1,A\x00,s3://b/1.mp4\nt\x01,B,s3://b/2.mp4\nt3,C,s3://b/3\x1b.mp4\n"
-                           "t4,D,s3://b/4.mp4\n")
+    rows, problems = parse(
+        HEADER + "t1,A\x00,s3://b/1.mp4\nt\x01,B,s3://b/2.mp4\nt3,C,s3://b/3\x1b.mp4\nt4,D,s3://b/4.mp4\n"
+    )
     assert [r[1] for r in rows] == ["t4"]
     assert [p.split(":")[0] for p in problems] == ["line 2", "line 3", "line 4"]
 
 
 def test_non_utf8_rows_are_reported_and_the_rest_kept():
-    data = (HEADER + "t1,A,s3://b/1.mp4\n").encode() + "t2,Caf\xe9,s3://b/2.mp4\n".encode("latin-1") + b"t3,C,s3://b/3.mp4\n"
+    data = (
+        (HEADER + "t1,A,s3://b/1.mp4\n").encode()
+        + "t2,Caf\xe9,s3://b/2.mp4\n".encode("latin-1")
+        + b"t3,C,s3://b/3.mp4\n"
+    )
     rows, problems = parse(data)
     assert [r[1] for r in rows] == ["t1", "t3"]
     assert len(problems) == 1 and problems[0].startswith("line 3:") and "UTF-8" in problems[0]
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"", "empty file"),
-    (b"\n\n", "header"),
-    (b"t1,A,s3://b/1.mp4\n", "lacks column"),  # no header row: the first row is taken as one
-    (b"name,video_uri\nA,s3://b/1.mp4\n", "title_id"),
-    (b"title_id,name\nt1,A\n", "video_uri"),
-    ("title_id,nam\xe9,video_uri\n".encode("latin-1"), "UTF-8"),
-    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "UTF-8|header"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "empty file"),
+        (b"\n\n", "header"),
+        (b"t1,A,s3://b/1.mp4\n", "lacks column"),  # no header row: the first row is taken as one
+        (b"name,video_uri\nA,s3://b/1.mp4\n", "title_id"),
+        (b"title_id,name\nt1,A\n", "video_uri"),
+        ("title_id,nam\xe9,video_uri\n".encode("latin-1"), "UTF-8"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "UTF-8|header"),
+    ],
+)
 def test_files_that_are_not_catalogs_are_refused_whole(data, message):
     with pytest.raises(CatalogError, match=message):
         parse_catalog(data)
@@ -137,8 +149,11 @@ def test_any_bytes_give_rows_and_problems_or_a_catalog_error(data):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.text("abc12-", min_size=1, max_size=6), st.text(max_size=8)), max_size=8),
-       st.integers(0, 8), st.sampled_from(['"bad', 'bad"', 'x,"y', 'x,y,"z', 'bad', '"', "x,y,z,w"]))
+@given(
+    st.lists(st.tuples(st.text("abc12-", min_size=1, max_size=6), st.text(max_size=8)), max_size=8),
+    st.integers(0, 8),
+    st.sampled_from(['"bad', 'bad"', 'x,"y', 'x,y,"z', "bad", '"', "x,y,z,w"]),
+)
 def test_one_bad_line_never_costs_a_later_good_row(good, at, junk):
     """Insert a junk line among unique valid rows: every valid row after it is still kept."""
     lines = [f"id{i}-{t},n,s3://b/{i}.mp4" for i, (t, _) in enumerate(good)]

@@ -15,8 +15,15 @@ def _settings(**values) -> Settings:
 
 @pytest.fixture
 def app():
-    app = make_celery(_settings(redis_key_prefix="qc-staging:", prefetch_multiplier=3, visibility_timeout_s=5400,
-                                task_time_limit_s=1200, rescan_at="04:35"))
+    app = make_celery(
+        _settings(
+            redis_key_prefix="qc-staging:",
+            prefetch_multiplier=3,
+            visibility_timeout_s=5400,
+            task_time_limit_s=1200,
+            rescan_at="04:35",
+        )
+    )
     yield app
     app.close()
 

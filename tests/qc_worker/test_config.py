@@ -205,9 +205,7 @@ def test_nothing_else_reads_the_environment():
             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
                 if pattern.search(line):
                     offenders.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
-    assert not offenders, "read settings through qc_worker.config instead:\n" + "\n".join(
-        offenders
-    )
+    assert not offenders, "read settings through qc_worker.config instead:\n" + "\n".join(offenders)
 
 
 def test_task_limits_must_fit_inside_the_visibility_timeout():

@@ -39,10 +39,20 @@ def ctx(tmp_path) -> flows.WorkerContext:
     url = f"sqlite:///{tmp_path / 'qc.db'}"
     upgrade(url)
     model = tiny_checkpoint(tmp_path / "tiny.safetensors")
-    settings = Settings(_env_file=None, database_url=url, model_path=model, device="cpu", local_root=tmp_path,
-                        write_overlays=False, batch_size=8)
-    return flows.WorkerContext(settings, make_sessionmaker(make_engine(url)),
-                               PoisonStore(LocalStore(tmp_path, confine=True), _no_s3))
+    settings = Settings(
+        _env_file=None,
+        database_url=url,
+        model_path=model,
+        device="cpu",
+        local_root=tmp_path,
+        write_overlays=False,
+        batch_size=8,
+    )
+    return flows.WorkerContext(
+        settings,
+        make_sessionmaker(make_engine(url)),
+        PoisonStore(LocalStore(tmp_path, confine=True), _no_s3),
+    )
 
 
 def test_a_poison_image_fails_alone_after_the_crash_limit(ctx, tmp_path):

@@ -123,10 +123,18 @@ def test_thumbnails_are_deterministic_and_scaled(tmp_path):
     assert max(thumb.shape[:2]) == 64 and thumb.shape[:2] == (43, 64)  # 96x64 -> 64x43, aspect kept
     # Small frames are never upscaled.
     big = FrameConfig(thumbnail_max_side=1920)
-    assert cv2.imdecode(np.frombuffer(encode_thumbnail(frame.rgb, big), np.uint8), 1).shape[:2] == (H, W)
+    assert cv2.imdecode(np.frombuffer(encode_thumbnail(frame.rgb, big), np.uint8), 1).shape[:2] == (
+        H,
+        W,
+    )
     # Colours survive the RGB -> BGR -> JPEG round trip (not swapped).
-    assert np.abs(cv2.cvtColor(thumb, cv2.COLOR_BGR2RGB).astype(int).mean((0, 1))
-                  - cv2.resize(frame.rgb, (64, 43), interpolation=cv2.INTER_AREA).astype(int).mean((0, 1))).max() < 4
+    assert (
+        np.abs(
+            cv2.cvtColor(thumb, cv2.COLOR_BGR2RGB).astype(int).mean((0, 1))
+            - cv2.resize(frame.rgb, (64, 43), interpolation=cv2.INTER_AREA).astype(int).mean((0, 1))
+        ).max()
+        < 4
+    )
 
 
 def test_a_file_that_is_not_a_video_raises_video_error(tmp_path):
@@ -158,7 +166,7 @@ def _mdat_zeroed(video: Path, out: Path) -> Path:
     with every byte of the coded frames replaced by zeros: nothing decodes."""
     data = video.read_bytes()
     at = data.find(b"mdat")
-    size = struct.unpack(">I", data[at - 4:at])[0]
+    size = struct.unpack(">I", data[at - 4 : at])[0]
     start, end = at + 4, at - 4 + size
     out.write_bytes(data[:start] + bytes(end - start) + data[end:])
     return out

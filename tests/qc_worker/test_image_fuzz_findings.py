@@ -20,8 +20,16 @@ def rational_strip_tiff() -> bytes:
 
     Pillow reads the header, then ``ImageFile.load`` seeks to an ``IFDRational`` and raises
     TypeError (found by atheris in under a minute)."""
-    entries = [(256, 4, 4), (257, 4, 4), (258, 3, 8), (259, 3, 1), (262, 3, 1), (273, 5, None), (278, 4, 4),
-               (279, 4, 16)]
+    entries = [
+        (256, 4, 4),
+        (257, 4, 4),
+        (258, 3, 8),
+        (259, 3, 1),
+        (262, 3, 1),
+        (273, 5, None),
+        (278, 4, 4),
+        (279, 4, 16),
+    ]
     ifd_at = 8
     rational_at = ifd_at + 2 + 12 * len(entries) + 4
     pixels_at = rational_at + 8
@@ -56,7 +64,7 @@ def test_the_same_file_from_a_path(tmp_path):
 def test_strip_offsets_of_any_odd_type_are_image_errors_or_decode(kind):
     data = bytearray(rational_strip_tiff())
     at = 8 + 2 + 12 * 5  # the StripOffsets entry
-    data[at + 2:at + 4] = struct.pack("<H", kind)
+    data[at + 2 : at + 4] = struct.pack("<H", kind)
     try:
         rgb = decode_image(bytes(data))
     except ImageError:

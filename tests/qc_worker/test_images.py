@@ -38,7 +38,7 @@ RGB[:, :15] = (200, 30, 10)
         (Image.fromarray(RGB).convert("P"), "PNG"),
         (Image.fromarray(RGB).convert("CMYK"), "JPEG"),
         (Image.fromarray(RGB).convert("RGBA"), "PNG"),
-        (Image.fromarray((RGB[..., 0].astype(np.uint16) * 257)).convert("I;16"), "PNG"),
+        (Image.fromarray(RGB[..., 0].astype(np.uint16) * 257).convert("I;16"), "PNG"),
     ],
     ids=["rgb", "gray", "palette", "cmyk", "rgba", "16bit"],
 )
@@ -68,11 +68,30 @@ def test_exif_orientation_is_applied():
         (b"", "empty"),
         (b"hello, this is text and not an image", "not an image"),
         (_encode(Image.fromarray(RGB), "JPEG")[:200], "cannot read image header"),
-        (_encode(Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8)), "JPEG")[:6000], "truncated"),
-        (_encode(Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8)), "PNG")[:20000], "truncated|cannot decode"),
+        (
+            _encode(
+                Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8)),
+                "JPEG",
+            )[:6000],
+            "truncated",
+        ),
+        (
+            _encode(
+                Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8)),
+                "PNG",
+            )[:20000],
+            "truncated|cannot decode",
+        ),
         (_png_header_only(30000, 30000), "over the limit"),
     ],
-    ids=["zero-bytes", "text", "truncated-header", "truncated-jpeg", "truncated-png", "huge-header"],
+    ids=[
+        "zero-bytes",
+        "text",
+        "truncated-header",
+        "truncated-jpeg",
+        "truncated-png",
+        "huge-header",
+    ],
 )
 def test_bad_input_gives_a_clear_reason(data, reason):
     with pytest.raises(ImageError, match=reason):

@@ -14,8 +14,22 @@ from sqlalchemy.orm import Session, sessionmaker
 from qc_worker import jobs
 from qc_worker.db.engine import make_engine, make_sessionmaker
 from qc_worker.db.migrate import upgrade
-from qc_worker.db.models import Image, Job, JobItem, JobItemStatus, JobKind, JobStatus, Screening, utcnow
-from qc_worker.db.writes import get_or_create_model_version, record_image_failure, save_screening, upsert_image
+from qc_worker.db.models import (
+    Image,
+    Job,
+    JobItem,
+    JobItemStatus,
+    JobKind,
+    JobStatus,
+    Screening,
+    utcnow,
+)
+from qc_worker.db.writes import (
+    get_or_create_model_version,
+    record_image_failure,
+    save_screening,
+    upsert_image,
+)
 from qc_worker.pipeline import Outcome
 
 
@@ -48,8 +62,11 @@ def _job(sessions, uris=(), *, planned=False, kind=JobKind.VENDOR) -> int:
 def _set_items(sessions, job_id, statuses: dict[str, str]) -> None:
     with sessions.begin() as s:
         for uri, status in statuses.items():
-            s.execute(update(JobItem).where(JobItem.job_id == job_id, JobItem.uri == uri)
-                      .values(status=status, reason=None if status != "failed" else f"{uri} is broken"))
+            s.execute(
+                update(JobItem)
+                .where(JobItem.job_id == job_id, JobItem.uri == uri)
+                .values(status=status, reason=None if status != "failed" else f"{uri} is broken")
+            )
 
 
 def _finalise(sessions, job_id) -> Job:
@@ -61,11 +78,14 @@ def _finalise(sessions, job_id) -> Job:
         return job
 
 
-@pytest.mark.parametrize("statuses, expected, counts", [
-    ({"a": "screened", "b": "screened"}, JobStatus.DONE, (2, 2, 0)),
-    ({"a": "screened", "b": "failed"}, JobStatus.PARTIALLY_FAILED, (2, 1, 1)),
-    ({"a": "failed", "b": "failed"}, JobStatus.FAILED, (2, 0, 2)),
-])
+@pytest.mark.parametrize(
+    "statuses, expected, counts",
+    [
+        ({"a": "screened", "b": "screened"}, JobStatus.DONE, (2, 2, 0)),
+        ({"a": "screened", "b": "failed"}, JobStatus.PARTIALLY_FAILED, (2, 1, 1)),
+        ({"a": "failed", "b": "failed"}, JobStatus.FAILED, (2, 0, 2)),
+    ],
+)
 def test_finalise_ends_a_planned_job_by_its_items(sessions, statuses, expected, counts):
     job_id = _job(sessions, statuses, planned=True)
     _set_items(sessions, job_id, statuses)
@@ -106,8 +126,19 @@ def test_finalise_is_idempotent(sessions):
     first = _finalise(sessions, job_id)
     for _ in range(5):
         again = _finalise(sessions, job_id)
-        assert (again.status, again.items_total, again.items_done, again.items_failed, again.finished_at) == (
-            first.status, first.items_total, first.items_done, first.items_failed, first.finished_at)
+        assert (
+            again.status,
+            again.items_total,
+            again.items_done,
+            again.items_failed,
+            again.finished_at,
+        ) == (
+            first.status,
+            first.items_total,
+            first.items_done,
+            first.items_failed,
+            first.finished_at,
+        )
     assert first.status == JobStatus.PARTIALLY_FAILED
 
 
@@ -192,7 +223,11 @@ def test_fail_items_touches_only_pending_items(sessions):
         jobs.finalise_job(s, job_id)
     with sessions() as s:
         rows = dict(s.execute(select(JobItem.uri, JobItem.status).where(JobItem.job_id == job_id)).all())
-    assert rows == {"a": JobItemStatus.SCREENED, "b": JobItemStatus.FAILED, "c": JobItemStatus.FAILED}
+    assert rows == {
+        "a": JobItemStatus.SCREENED,
+        "b": JobItemStatus.FAILED,
+        "c": JobItemStatus.FAILED,
+    }
 
 
 def test_record_outcomes_and_sources_for(sessions):
@@ -200,14 +235,20 @@ def test_record_outcomes_and_sources_for(sessions):
     with sessions() as s:
         ids = jobs.pending_item_ids(s, job_id)
     with sessions.begin() as s:
-        jobs.record_outcomes(s, [(ids[0], Outcome("s3://b/a.jpg", "screened", "pass")),
-                                 (ids[1], Outcome("s3://b/b.jpg", "failed", reason="not an image"))])
+        jobs.record_outcomes(
+            s,
+            [
+                (ids[0], Outcome("s3://b/a.jpg", "screened", "pass")),
+                (ids[1], Outcome("s3://b/b.jpg", "failed", reason="not an image")),
+            ],
+        )
     with sessions() as s:
         job = s.get(Job, job_id)
         pairs = jobs.sources_for(s, job, ids)
     # Only the still-pending item is offered again (a redelivered chunk does what is left).
     assert [(i, src.uri, src.source_kind, src.vendor, src.job_id) for i, src in pairs] == [
-        (ids[2], "s3://b/c.jpg", "vendor", "acme", job_id)]
+        (ids[2], "s3://b/c.jpg", "vendor", "acme", job_id)
+    ]
     job = _finalise(sessions, job_id)
     assert (job.status, job.items_done, job.items_failed) == (JobStatus.RUNNING, 1, 1)
 
@@ -245,16 +286,17 @@ def library(sessions):
     with sessions.begin() as s:
         a = get_or_create_model_version(s, "a", "a" * 64).id
         b = get_or_create_model_version(s, "b", "b" * 64).id
-        ids = {name: upsert_image(s, f"s3://b/{name}.jpg", SHA[i], 10, 10, "vendor").id
-               for i, name in enumerate(["by_a", "by_b", "by_both", "never", "old_never"])}
+        ids = {
+            name: upsert_image(s, f"s3://b/{name}.jpg", SHA[i], 10, 10, "vendor").id
+            for i, name in enumerate(["by_a", "by_b", "by_both", "never", "old_never"])
+        }
         record_image_failure(s, "s3://b/broken.jpg", "not an image", SHA[8])
         _screen(s, ids["by_a"], a)
         _screen(s, ids["by_b"], b)
         _screen(s, ids["by_both"], b)
         old = _screen(s, ids["by_both"], a)
         s.execute(update(Screening).where(Screening.id == old.id).values(updated_at=utcnow() - timedelta(days=40)))
-        s.execute(update(Image).where(Image.id == ids["old_never"])
-                  .values(created_at=utcnow() - timedelta(days=30)))
+        s.execute(update(Image).where(Image.id == ids["old_never"]).values(created_at=utcnow() - timedelta(days=30)))
     return sessions, a, b
 
 
@@ -272,14 +314,26 @@ def test_rescan_covers_images_the_model_never_screened(library):
 def test_rescan_with_max_age_also_covers_old_screenings(library):
     sessions, a, _ = library
     with sessions() as s:
-        assert _uris(jobs.rescan_candidates(s, a, max_age_days=30)) == {"by_b", "never", "old_never", "by_both"}
-        assert _uris(jobs.rescan_candidates(s, a, max_age_days=60)) == {"by_b", "never", "old_never"}
+        assert _uris(jobs.rescan_candidates(s, a, max_age_days=30)) == {
+            "by_b",
+            "never",
+            "old_never",
+            "by_both",
+        }
+        assert _uris(jobs.rescan_candidates(s, a, max_age_days=60)) == {
+            "by_b",
+            "never",
+            "old_never",
+        }
 
 
 def test_rescan_since_limits_to_recent_images(library):
     sessions, a, _ = library
     with sessions() as s:
-        assert _uris(jobs.rescan_candidates(s, a, since=utcnow() - timedelta(days=1))) == {"by_b", "never"}
+        assert _uris(jobs.rescan_candidates(s, a, since=utcnow() - timedelta(days=1))) == {
+            "by_b",
+            "never",
+        }
         assert _uris(jobs.rescan_candidates(s, a, since=utcnow() + timedelta(days=1))) == set()
 
 
@@ -299,7 +353,13 @@ def test_rescan_for_a_new_model_covers_every_readable_image(library):
     with sessions.begin() as s:
         c = get_or_create_model_version(s, "c", "c" * 64).id
     with sessions() as s:
-        assert _uris(jobs.rescan_candidates(s, c)) == {"by_a", "by_b", "by_both", "never", "old_never"}
+        assert _uris(jobs.rescan_candidates(s, c)) == {
+            "by_a",
+            "by_b",
+            "by_both",
+            "never",
+            "old_never",
+        }
 
 
 def test_job_summary(sessions):
@@ -310,6 +370,11 @@ def test_job_summary(sessions):
         [one] = jobs.job_summary(s, job_id)
         listing = jobs.job_summary(s)
     assert (one["status"], one["total"], one["screened"], one["failed"], one["pending"]) == (
-        "partially_failed", 2, 1, 1, 0)
+        "partially_failed",
+        2,
+        1,
+        1,
+        0,
+    )
     assert one["failures"] == [{"uri": "b", "reason": "b is broken"}]
     assert [r["id"] for r in listing] == [job_id] and listing[0]["failures"] == []

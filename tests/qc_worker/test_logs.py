@@ -80,8 +80,13 @@ def test_json_lines_carry_ids_inside_log_context_only(capsys):
     assert by_message["inside job"]["job_id"] == "7"
     assert by_message["inside job"]["image_id"] == "img-42"
     assert "task_id" not in by_message["inside job"]
-    assert by_message["nested"] == {**by_message["nested"], "job_id": "7", "image_id": "img-43",
-                                    "task_id": "t-1", "level": "WARNING"}
+    assert by_message["nested"] == {
+        **by_message["nested"],
+        "job_id": "7",
+        "image_id": "img-43",
+        "task_id": "t-1",
+        "level": "WARNING",
+    }
     assert by_message["back"]["image_id"] == "img-42"
     first = by_message["before"]
     assert first["level"] == "INFO" and first["logger"] == "qc_worker.test_logs"
@@ -147,8 +152,16 @@ def test_secrets_never_reach_the_output(capsys, log_format):
         log.exception("with a traceback")
     err = capsys.readouterr().err
 
-    for secret in (SECRET_KEY, ACCESS_KEY, DB_PASSWORD, "db@pass", REDIS_PASSWORD, "tok-77",
-                   json.dumps(SECRET_KEY)[1:-1], repr(SECRET_KEY)[1:-1]):
+    for secret in (
+        SECRET_KEY,
+        ACCESS_KEY,
+        DB_PASSWORD,
+        "db@pass",
+        REDIS_PASSWORD,
+        "tok-77",
+        json.dumps(SECRET_KEY)[1:-1],
+        repr(SECRET_KEY)[1:-1],
+    ):
         assert secret not in err, f"{secret!r} leaked"
     assert REDACTED in err
     assert "postgresql+psycopg2://qc:***@db:5432/qc" in err  # the rest of the line stays readable

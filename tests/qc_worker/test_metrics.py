@@ -60,8 +60,12 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 
 def make_settings(**overrides) -> Settings:
-    base = {"_env_file": None, "redis_url": REDIS_URL,
-            "redis_key_prefix": f"qc-test-{uuid.uuid4().hex}:", "metrics_port": free_port()}
+    base = {
+        "_env_file": None,
+        "redis_url": REDIS_URL,
+        "redis_key_prefix": f"qc-test-{uuid.uuid4().hex}:",
+        "metrics_port": free_port(),
+    }
     return Settings(**{**base, **overrides})
 
 
@@ -77,8 +81,7 @@ def redis_client() -> Iterator[redis.Redis]:
     try:
         client.ping()
     except redis.ConnectionError as exc:
-        pytest.fail(f"Redis does not answer at {REDIS_URL}: {exc}; start it and run again.",
-                    pytrace=False)
+        pytest.fail(f"Redis does not answer at {REDIS_URL}: {exc}; start it and run again.", pytrace=False)
     yield client
     client.close()
 
@@ -90,11 +93,17 @@ def delete_prefixed(client: redis.Redis, prefix: str) -> None:
 
 # --- failure kinds -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("reason", "kind"),
     [
-        (("image is 20000x20000 = 400,000,000 pixels, over the limit of 100,000,000 "
-          "(refused as a possible decompression bomb)"), "too_large"),
+        (
+            (
+                "image is 20000x20000 = 400,000,000 pixels, over the limit of 100,000,000 "
+                "(refused as a possible decompression bomb)"
+            ),
+            "too_large",
+        ),
         ("s3://art/big.png is 300000000 bytes, more than the limit of 268435456", "too_large"),
         ("no such file or folder: /data/missing.jpg", "missing"),
         ("read s3://art/a.jpg: NoSuchKey The specified key does not exist.", "missing"),
@@ -124,6 +133,7 @@ def test_failure_kind_maps_reasons_to_a_small_fixed_set(reason, kind):
 
 
 # --- recording and the endpoint --------------------------------------------------------------
+
 
 def test_outcomes_and_tasks_are_served_on_a_real_endpoint(server):
     settings = make_settings()
@@ -181,6 +191,7 @@ def test_no_port_means_no_server(server):
 
 # --- multiprocess mode -------------------------------------------------------------------------
 
+
 @pytest.fixture
 def multiproc(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
     """prepare_multiprocess() in this test process, undone afterwards (environment variable,
@@ -226,6 +237,7 @@ def test_counts_of_child_processes_add_up_in_the_parents_scrape(multiproc):
 
 # --- queue depth ----------------------------------------------------------------------------
 
+
 def test_queue_keys_follow_kombus_redis_transport():
     from kombu.transport.redis import PRIORITY_STEPS, Channel
 
@@ -239,8 +251,11 @@ def test_queue_depth_is_read_from_redis_at_scrape_time(server, redis_client):
     settings = make_settings()
     prefix = settings.redis_key_prefix
     try:
-        frames, vendor_hi, rescan = queue_keys("frames", prefix), queue_keys("vendor", prefix), \
-            queue_keys("rescan", prefix)
+        frames, vendor_hi, rescan = (
+            queue_keys("frames", prefix),
+            queue_keys("vendor", prefix),
+            queue_keys("rescan", prefix),
+        )
         redis_client.lpush(frames[0], "m1", "m2")
         redis_client.lpush(frames[6], "m3")  # a priority sub-queue
         redis_client.lpush(vendor_hi[0], "m4")
@@ -271,10 +286,15 @@ def test_queue_depth_counts_messages_kombu_published_with_a_global_prefix(redis_
         with Connection(REDIS_URL, transport_options={"global_keyprefix": prefix}) as conn:
             producer = conn.Producer()
             for priority in (0, 0, 5, 9):
-                producer.publish({"n": priority}, exchange=exchange, routing_key="frames",
-                                 declare=queues, priority=priority, serializer="json")
-            producer.publish({"n": 1}, exchange=exchange, routing_key="screen", declare=queues,
-                             serializer="json")
+                producer.publish(
+                    {"n": priority},
+                    exchange=exchange,
+                    routing_key="frames",
+                    declare=queues,
+                    priority=priority,
+                    serializer="json",
+                )
+            producer.publish({"n": 1}, exchange=exchange, routing_key="screen", declare=queues, serializer="json")
         # Messages went to the prefixed keys, sub-queues included.
         assert redis_client.llen(prefix + "frames") == 2
         collector = QueueDepthCollector(REDIS_URL, prefix)

@@ -20,7 +20,8 @@ from qc_worker.cli import app
 from qc_worker.config import Settings
 from qc_worker.db.engine import make_engine, make_sessionmaker
 from qc_worker.db.migrate import upgrade
-from qc_worker.db.models import BlurRegion, CropRoi, Image as ImageRow, Screening
+from qc_worker.db.models import BlurRegion, CropRoi, Screening
+from qc_worker.db.models import Image as ImageRow
 from qc_worker.detector.checkpoint import save_checkpoint
 from qc_worker.detector.inference import Detector
 from qc_worker.detector.model import BlurDetector, ModelConfig
@@ -71,8 +72,12 @@ def _screen(url: str, checkpoint: Path, folder: Path, overlays: Path | None = No
     settings = Settings(_env_file=None, database_url=url, max_image_pixels=50_000_000, batch_size=4)
     upgrade(url)
     engine = make_engine(url)
-    screener = Screener(settings, Detector.load(checkpoint, device="cpu"), make_sessionmaker(engine),
-                        overlay_store=LocalStore(overlays) if overlays else None)
+    screener = Screener(
+        settings,
+        Detector.load(checkpoint, device="cpu"),
+        make_sessionmaker(engine),
+        overlay_store=LocalStore(overlays) if overlays else None,
+    )
     uris = sorted(str(p) for p in folder.iterdir())
     return {Path(o.uri).name: o for o in screener.screen(uris)}, engine
 
@@ -146,11 +151,33 @@ def test_qc_screen_command(tiny_checkpoint, batch_dir, tmp_path, monkeypatch):
     from qc_worker.config import get_settings
 
     get_settings.cache_clear()
-    res = runner.invoke(app, ["screen", str(batch_dir), "--model", str(tiny_checkpoint), "--format", "json", "--out", str(tmp_path / "ov")])
+    res = runner.invoke(
+        app,
+        [
+            "screen",
+            str(batch_dir),
+            "--model",
+            str(tiny_checkpoint),
+            "--format",
+            "json",
+            "--out",
+            str(tmp_path / "ov"),
+        ],
+    )
     assert res.exit_code == 0, res.output
-    rows = json.loads(res.stdout[res.stdout.index("["):res.stdout.rindex("]") + 1])
+    rows = json.loads(res.stdout[res.stdout.index("[") : res.stdout.rindex("]") + 1])
     assert len(rows) == 6 and sum(r["status"] == "failed" for r in rows) == 4
-    res = runner.invoke(app, ["screen", str(batch_dir / "coffee.jpg"), "--model", str(tiny_checkpoint), "--format", "csv"])
+    res = runner.invoke(
+        app,
+        [
+            "screen",
+            str(batch_dir / "coffee.jpg"),
+            "--model",
+            str(tiny_checkpoint),
+            "--format",
+            "csv",
+        ],
+    )
     assert res.exit_code == 0 and "best 16:9 crop" in res.stdout
     assert runner.invoke(app, ["screen", str(tmp_path / "missing")]).exit_code == 2
     (tmp_path / "none").mkdir()

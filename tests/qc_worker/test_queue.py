@@ -18,8 +18,8 @@ from sqlalchemy import func, select
 
 from qc_worker.celery_app import make_celery
 from qc_worker.db.models import Image, Job, JobItem, JobStatus, ModelVersion, Screening
-from tests.qc_worker.videos import PORTRAITS, SAMPLES, make_title_video, segment_kind
 from tests.conftest import free_port
+from tests.qc_worker.videos import PORTRAITS, SAMPLES, make_title_video, segment_kind
 from tests.workers import QueueEnv, job_ids, tiny_checkpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -30,8 +30,11 @@ def _metrics(port: int) -> dict[tuple[str, tuple], float]:
     from prometheus_client.parser import text_string_to_metric_families
 
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def _counts(env: QueueEnv) -> dict[str, int]:
@@ -39,8 +42,11 @@ def _counts(env: QueueEnv) -> dict[str, int]:
         return {
             "images": s.scalar(select(func.count()).select_from(Image)),
             "screenings": s.scalar(select(func.count()).select_from(Screening)),
-            "distinct_screenings": s.scalar(select(func.count()).select_from(
-                select(Screening.image_id, Screening.model_version_id).distinct().subquery())),
+            "distinct_screenings": s.scalar(
+                select(func.count()).select_from(
+                    select(Screening.image_id, Screening.model_version_id).distinct().subquery()
+                )
+            ),
         }
 
 
@@ -52,9 +58,7 @@ def test_title_job_samples_uploads_and_screens_the_video(queue_env: QueueEnv, s3
     s3.upload_file(str(video), env.bucket, "videos/t-100.mp4")
     catalog = env.root / "catalog.csv"
     catalog.write_text(
-        "title_id,name,video_uri\n"
-        f"t-100,A Test Title,s3://{env.bucket}/videos/t-100.mp4\n"
-        "t-bad,only two fields\n"
+        f"title_id,name,video_uri\nt-100,A Test Title,s3://{env.bucket}/videos/t-100.mp4\nt-bad,only two fields\n"
     )
     enqueued = env.qc("enqueue", "titles", str(catalog))
     assert "skipped" in enqueued.stderr and "line 3" in enqueued.stderr
@@ -107,8 +111,16 @@ def test_vendor_job_with_a_corrupt_file_ends_partially_failed(queue_env: QueueEn
     local = env.root / "local-art.jpg"  # a local file inside the worker's root
     shutil.copy(PORTRAITS[2], local)
     model = tiny_checkpoint(tmp_path / "tiny.safetensors", 0)
-    out = env.qc("enqueue", "submission", "--vendor", "acme", f"s3://{env.bucket}/incoming/acme/",
-                 f"s3://{env.bucket}/incoming/missing.jpg", str(local), "/etc/passwd")
+    out = env.qc(
+        "enqueue",
+        "submission",
+        "--vendor",
+        "acme",
+        f"s3://{env.bucket}/incoming/acme/",
+        f"s3://{env.bucket}/incoming/missing.jpg",
+        str(local),
+        "/etc/passwd",
+    )
     [job_id] = job_ids(out.stdout)
     port = free_port()
     with env.worker(QC_MODEL_PATH=str(model), QC_METRICS_PORT=str(port), QC_LOG_FORMAT="json") as worker:
@@ -124,8 +136,11 @@ def test_vendor_job_with_a_corrupt_file_ends_partially_failed(queue_env: QueueEn
     assert any(r.get("job_id") == str(job_id) and r.get("image_id") for r in records), records[-5:]
     assert (job.items_total, job.items_done, job.items_failed) == (6, 3, 3)
     with env.sessions()() as s:
-        reasons = dict(s.execute(select(JobItem.uri, JobItem.reason).where(JobItem.job_id == job_id,
-                                                                           JobItem.status == "failed")).all())
+        reasons = dict(
+            s.execute(
+                select(JobItem.uri, JobItem.reason).where(JobItem.job_id == job_id, JobItem.status == "failed")
+            ).all()
+        )
         vendors = set(s.scalars(select(Image.vendor).where(Image.status == "ok")))
     assert "NoSuchKey" in reasons[f"s3://{env.bucket}/incoming/missing.jpg"]
     assert reasons[f"s3://{env.bucket}/incoming/acme/broken.jpg"]  # the decoder's own reason
@@ -168,8 +183,9 @@ def test_rescan_after_a_new_model_screens_every_image_once_and_yields(queue_env:
     assert repeat.status == JobStatus.DONE and repeat.items_total == 0  # nothing left to rescan
     assert nightly.kind == "rescan" and nightly.status == JobStatus.DONE and nightly.items_total == 0
     with env.sessions()() as s:
-        per_model = dict(s.execute(
-            select(ModelVersion.id, func.count(Screening.id)).join(Screening).group_by(ModelVersion.id)).all())
+        per_model = dict(
+            s.execute(select(ModelVersion.id, func.count(Screening.id)).join(Screening).group_by(ModelVersion.id)).all()
+        )
     assert sorted(per_model.values()) == [len(names), len(names) + 1]
     counts = _counts(env)
     assert counts["screenings"] == counts["distinct_screenings"]

@@ -81,13 +81,33 @@ def seed(sessions: sessionmaker[Session], root: Path) -> Seeded:
     broken = root / "frames" / "broken.jpg"
     broken.write_bytes(b"not an image at all")
     files["broken"] = broken
-    face = {"kind": "face", "label": "face 1", "bbox": [40, 40, 140, 160], "coverage": 0.02,
-            "area_fraction": 0.05, "mean_probability": 0.1, "mean_intensity": 0.0, "verdict": "sharp"}
-    component = {"kind": "component", "label": "blur 1", "bbox": [300, 100, 500, 300],
-                 "coverage": 1.0, "area_fraction": 0.17, "mean_probability": 0.93,
-                 "mean_intensity": 0.4, "verdict": "blurred"}
-    grid = {"kind": "grid", "label": "cell 1,1", "bbox": [0, 0, 213, 120], "coverage": 0.0,
-            "verdict": "sharp"}
+    face = {
+        "kind": "face",
+        "label": "face 1",
+        "bbox": [40, 40, 140, 160],
+        "coverage": 0.02,
+        "area_fraction": 0.05,
+        "mean_probability": 0.1,
+        "mean_intensity": 0.0,
+        "verdict": "sharp",
+    }
+    component = {
+        "kind": "component",
+        "label": "blur 1",
+        "bbox": [300, 100, 500, 300],
+        "coverage": 1.0,
+        "area_fraction": 0.17,
+        "mean_probability": 0.93,
+        "mean_intensity": 0.4,
+        "verdict": "blurred",
+    }
+    grid = {
+        "kind": "grid",
+        "label": "cell 1,1",
+        "bbox": [0, 0, 213, 120],
+        "coverage": 0.0,
+        "verdict": "sharp",
+    }
     scores = {"score": 1.0, "blurred_fraction": 0.42, "reasons": ["blurred 42% >= 40%"]}
     with sessions.begin() as s:
         title = Title(external_id="tt-0042", name="The <b>Bold</b> & Brave")
@@ -101,48 +121,98 @@ def seed(sessions: sessionmaker[Session], root: Path) -> Seeded:
         new = get_or_create_model_version(s, "smb-new", "b" * 64)
         frame = {"title_id": title.id, "job_id": job.id}
 
-        red = upsert_image(s, str(files["red"]), _sha(files["red"]), *SIZE, "frame", timestamp_s=1.5,
-                           frame_index=36, **frame)
+        red = upsert_image(
+            s,
+            str(files["red"]),
+            _sha(files["red"]),
+            *SIZE,
+            "frame",
+            timestamp_s=1.5,
+            frame_index=36,
+            **frame,
+        )
         save_screening(s, red.id, old.id, "pass", {"score": 0.1}, {})
         save_screening(
-            s, red.id, new.id, "reject", scores, {}, regions=[face, component, grid],
+            s,
+            red.id,
+            new.id,
+            "reject",
+            scores,
+            {},
+            regions=[face, component, grid],
             rois=[
                 {"aspect": "16:9", "bbox": [0, 0, 640, 360], "blur_fraction": 0.0, "safe": True},
                 {"aspect": "1:1", "bbox": [140, 0, 500, 360], "blur_fraction": 0.3, "safe": False},
                 {"aspect": "1:1", "bbox": [0, 0, 300, 300], "blur_fraction": 0.0, "safe": True},
                 {"aspect": "2:3", "bbox": [200, 0, 440, 360], "blur_fraction": 0.5, "safe": False},
-                {"aspect": "4:3", "bbox": [160, 0, 640, 360], "blur_fraction": 0.0, "safe": False,
-                 "keeps_faces": False},
+                {
+                    "aspect": "4:3",
+                    "bbox": [160, 0, 640, 360],
+                    "blur_fraction": 0.0,
+                    "safe": False,
+                    "keeps_faces": False,
+                },
             ],
         )
         yellow = upsert_image(s, str(files["yellow"]), _sha(files["yellow"]), *SIZE, "frame", timestamp_s=3.0, **frame)
-        save_screening(s, yellow.id, new.id, "pass", {"score": 0.0}, {},
-                       overlay_uri=str(files["overlay"]))
+        save_screening(s, yellow.id, new.id, "pass", {"score": 0.0}, {}, overlay_uri=str(files["overlay"]))
         # Recorded with another hash: the file changed after it was screened.
-        hostile = upsert_image(s, str(files["hostile"]), "3" * 64, *SIZE, "frame",
-                               video_id=video.id, timestamp_s=4.0)
+        hostile = upsert_image(s, str(files["hostile"]), "3" * 64, *SIZE, "frame", video_id=video.id, timestamp_s=4.0)
         save_screening(
-            s, hostile.id, new.id, "review", {"score": 0.5, "blurred_fraction": 0.12}, {},
+            s,
+            hostile.id,
+            new.id,
+            "review",
+            {"score": 0.5, "blurred_fraction": 0.12},
+            {},
             regions=[face, component],
             rois=[{"aspect": "16:9", "bbox": [0, 0, 640, 360], "blur_fraction": 0.1, "safe": True}],
             overlay_uri=str(root / "overlays" / "missing.png"),
         )
         failed = record_image_failure(s, str(broken), HOSTILE_REASON, _sha(broken), timestamp_s=5.0, **frame)
-        gone = upsert_image(s, str(files["gone"]), _sha(files["gone"]), *SIZE, "frame", title_id=title.id,
-                            timestamp_s=6.0)
+        gone = upsert_image(
+            s,
+            str(files["gone"]),
+            _sha(files["gone"]),
+            *SIZE,
+            "frame",
+            title_id=title.id,
+            timestamp_s=6.0,
+        )
         save_screening(s, gone.id, new.id, "pass", {"score": 0.0}, {})
-        s.add_all([
-            JobItem(job_id=job.id, uri=red.uri, image_id=red.id, status=JobItemStatus.SCREENED),
-            JobItem(job_id=job.id, uri=yellow.uri, image_id=yellow.id, status=JobItemStatus.SCREENED),
-            JobItem(job_id=job.id, uri=failed.uri, image_id=failed.id, status=JobItemStatus.FAILED,
-                    reason=HOSTILE_REASON),
-            JobItem(job_id=job.id, uri="s3://artwork/missing.jpg", status=JobItemStatus.FAILED,
-                    reason="NoSuchKey: <gone>"),
-            JobItem(job_id=job.id, uri=str(files["pending"]), timestamp_s=7.25),
-        ])
-        seeded = Seeded(title.id, title.external_id, job.id, files,
-                        {"red": red.id, "yellow": yellow.id, "hostile": hostile.id,
-                         "failed": failed.id, "gone": gone.id})
+        s.add_all(
+            [
+                JobItem(job_id=job.id, uri=red.uri, image_id=red.id, status=JobItemStatus.SCREENED),
+                JobItem(job_id=job.id, uri=yellow.uri, image_id=yellow.id, status=JobItemStatus.SCREENED),
+                JobItem(
+                    job_id=job.id,
+                    uri=failed.uri,
+                    image_id=failed.id,
+                    status=JobItemStatus.FAILED,
+                    reason=HOSTILE_REASON,
+                ),
+                JobItem(
+                    job_id=job.id,
+                    uri="s3://artwork/missing.jpg",
+                    status=JobItemStatus.FAILED,
+                    reason="NoSuchKey: <gone>",
+                ),
+                JobItem(job_id=job.id, uri=str(files["pending"]), timestamp_s=7.25),
+            ]
+        )
+        seeded = Seeded(
+            title.id,
+            title.external_id,
+            job.id,
+            files,
+            {
+                "red": red.id,
+                "yellow": yellow.id,
+                "hostile": hostile.id,
+                "failed": failed.id,
+                "gone": gone.id,
+            },
+        )
     files["gone"].unlink()  # screened, then deleted: the page shows a placeholder
     return seeded
 
@@ -176,7 +246,12 @@ def images_in(fragment: str) -> list[tuple[str, PILImage.Image]]:
     for tag in re.findall(r"<img [^>]*>", fragment):
         src = re.search(r'src="data:image/jpeg;base64,([^"]+)"', tag).group(1)
         kind = re.search(r'data-kind="(\w+)"', tag)
-        found.append((kind.group(1) if kind else "crop", PILImage.open(io.BytesIO(base64.b64decode(src))).convert("RGB")))
+        found.append(
+            (
+                kind.group(1) if kind else "crop",
+                PILImage.open(io.BytesIO(base64.b64decode(src))).convert("RGB"),
+            )
+        )
     return found
 
 
@@ -190,8 +265,15 @@ def test_title_report_shows_every_image_and_counts(sqlite_db):
     with sessions() as s:
         report = title_report(s, "tt-0042", LocalStore())
     page = report.html
-    assert report.counts == {"pass": 2, "review": 1, "reject": 1, "failed": 1, "unscreened": 0,
-                             "images": 5, "unreadable": 1}
+    assert report.counts == {
+        "pass": 2,
+        "review": 1,
+        "reject": 1,
+        "failed": 1,
+        "unscreened": 0,
+        "images": 5,
+        "unreadable": 1,
+    }
     assert report.counts_text() == "2 pass, 1 review, 1 reject, 1 failed"
     by_id = cards(page)
     assert set(by_id) == {str(i) for i in seeded.image_ids.values()}  # the video-only one too
@@ -240,7 +322,7 @@ def test_newest_screening_verdict_scores_crops_and_timestamps(sqlite_db):
     assert shown[2][1].size == (160, 160)  # the 1:1 crop
 
     yellow = cards(page)[str(seeded.image_ids["yellow"])]
-    (kind, overlay), = images_in(yellow)
+    ((kind, overlay),) = images_in(yellow)
     assert kind == "overlay" and near(overlay.getpixel((240, 135)), GREEN)  # the stored overlay
 
     hostile = cards(page)[str(seeded.image_ids["hostile"])]
@@ -342,7 +424,13 @@ def test_job_report_on_postgresql(pg_databases, tmp_path):
         with sessions() as s:
             job = job_report(s, seeded.job_id, LocalStore())
             title = title_report(s, "tt-0042", LocalStore())
-        assert re.findall(r'data-outcome="(\w+)"', job.html) == ["reject", "pass", "failed", "failed", "unscreened"]
+        assert re.findall(r'data-outcome="(\w+)"', job.html) == [
+            "reject",
+            "pass",
+            "failed",
+            "failed",
+            "unscreened",
+        ]
         assert title.counts_text() == "2 pass, 1 review, 1 reject, 1 failed"
         red = cards(title.html)[str(seeded.image_ids["red"])]
         assert "smb-new" in red and "smb-old" not in red and title.html.count("<img ") == 6
@@ -354,9 +442,17 @@ def test_job_report_on_postgresql(pg_databases, tmp_path):
 # --- rendering in a real browser ---------------------------------------------------------
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--hide-scrollbars", "--force-device-scale-factor=1", "--virtual-time-budget=10000",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--force-device-scale-factor=1",
+    "--virtual-time-budget=10000",
 ]
 
 
@@ -376,7 +472,10 @@ def _run_chromium(binary: str, profile: Path, *args: str) -> subprocess.Complete
     profile.mkdir()
     done = subprocess.run(
         [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 0, f"chromium exited {done.returncode}: {done.stderr[-2000:]}"
     return done
@@ -399,8 +498,7 @@ def test_report_renders_in_headless_chromium(sqlite_db, tmp_path):
 
     # 2. The pixels: the red frame and the green overlay (first two cards) are on screen.
     shot = tmp_path / "shot.png"
-    _run_chromium(binary, tmp_path / "profile-shot", f"--screenshot={shot}",
-                  "--window-size=1280,1200", url)
+    _run_chromium(binary, tmp_path / "profile-shot", f"--screenshot={shot}", "--window-size=1280,1200", url)
     pixels = np.asarray(PILImage.open(shot).convert("RGB")).astype(int)
     assert pixels.shape[:2] == (1200, 1280)
     thumb_area = 480 * 270

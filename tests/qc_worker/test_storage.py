@@ -20,8 +20,15 @@ from tests.conftest import S3_ACCESS_KEY, S3_SECRET_KEY, free_port
 
 
 def _s3(endpoint_url: str, bucket: str | None, attempts: int = 2) -> S3Store:
-    return S3Store(bucket=bucket, endpoint_url=endpoint_url, access_key_id=S3_ACCESS_KEY,
-                   secret_access_key=S3_SECRET_KEY, max_attempts=attempts, connect_timeout=1, read_timeout=5)
+    return S3Store(
+        bucket=bucket,
+        endpoint_url=endpoint_url,
+        access_key_id=S3_ACCESS_KEY,
+        secret_access_key=S3_SECRET_KEY,
+        max_attempts=attempts,
+        connect_timeout=1,
+        read_timeout=5,
+    )
 
 
 @pytest.mark.parametrize("key", ["../etc/passwd", "a/../../b", "/abs/key", "a\\b", "a\x00b", ""])
@@ -48,7 +55,12 @@ def test_local_store_confines_reads_to_its_roots(tmp_path):
     store = LocalStore(root, confine=True)
     assert store.read(str(root / "in.jpg")) == b"inside"
     assert store.read("in.jpg") == b"inside"  # relative to the root
-    for bad in (str(tmp_path / "secret.txt"), "../secret.txt", str(root / "link.jpg"), "/etc/passwd"):
+    for bad in (
+        str(tmp_path / "secret.txt"),
+        "../secret.txt",
+        str(root / "link.jpg"),
+        "/etc/passwd",
+    ):
         with pytest.raises(StorageError, match="outside the configured local roots"):
             store.read(bad)
     assert store.list([root]) == [str(root / "in.jpg")]  # the symlink out is not listed
@@ -80,7 +92,9 @@ def test_s3_round_trip_list_read_download(s3_endpoint, s3_bucket, tmp_path):
     store.write("in/notes.txt", b"text")
     assert store.read(uri) == b"AAAA"
     assert sorted(store.list([f"s3://{s3_bucket}/in/"])) == [
-        f"s3://{s3_bucket}/in/a.jpg", f"s3://{s3_bucket}/in/sub/b.png"]
+        f"s3://{s3_bucket}/in/a.jpg",
+        f"s3://{s3_bucket}/in/sub/b.png",
+    ]
     assert store.list([f"s3://{s3_bucket}/in/"], recursive=False) == [f"s3://{s3_bucket}/in/a.jpg"]
     dest = tmp_path / "a.bin"
     store.download(uri, dest)
@@ -111,8 +125,14 @@ def test_s3_unreachable_endpoint_is_transient_and_names_no_secret():
 
 @pytest.mark.integration
 def test_open_store_routes_by_scheme_and_writes_to_the_bucket(s3_endpoint, s3_bucket, tmp_path):
-    settings = Settings(_env_file=None, s3_endpoint_url=s3_endpoint.url, s3_bucket=s3_bucket,
-                        s3_access_key_id=S3_ACCESS_KEY, s3_secret_access_key=S3_SECRET_KEY, local_root=tmp_path)
+    settings = Settings(
+        _env_file=None,
+        s3_endpoint_url=s3_endpoint.url,
+        s3_bucket=s3_bucket,
+        s3_access_key_id=S3_ACCESS_KEY,
+        s3_secret_access_key=S3_SECRET_KEY,
+        local_root=tmp_path,
+    )
     (tmp_path / "local.jpg").write_bytes(b"L")
     store = open_store(settings)
     uri = store.write("overlays/x.png", b"PNG")
@@ -126,10 +146,17 @@ def test_open_store_routes_by_scheme_and_writes_to_the_bucket(s3_endpoint, s3_bu
     assert local_only.write("thumbs/1.jpg", b"J") == str(tmp_path / "thumbs/1.jpg")
 
 
-@pytest.mark.parametrize(("code", "status", "transient"), [
-    ("SlowDown", 503, True), ("InternalError", 500, True), ("Throttling", 400, True),
-    ("RequestTimeout", 408, True), ("NoSuchKey", 404, False), ("AccessDenied", 403, False),
-])
+@pytest.mark.parametrize(
+    ("code", "status", "transient"),
+    [
+        ("SlowDown", 503, True),
+        ("InternalError", 500, True),
+        ("Throttling", 400, True),
+        ("RequestTimeout", 408, True),
+        ("NoSuchKey", 404, False),
+        ("AccessDenied", 403, False),
+    ],
+)
 def test_s3_error_codes_split_into_transient_and_permanent(code, status, transient):
     """What boto3 still raises after its own retries: throttling and 5xx retry later, a
     missing or forbidden object fails its item."""

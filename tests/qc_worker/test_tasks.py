@@ -27,24 +27,38 @@ def test_importing_the_tasks_touches_no_cuda_and_loads_no_model():
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
-@pytest.mark.parametrize(("exc", "transient"), [
-    (TransientStorageError("endpoint down"), True),
-    (OperationalError("SELECT 1", {}, Exception("server closed the connection")), True),
-    (ConnectionError("redis"), True),
-    (flows.ModelMismatch("other model"), True),
-    (StorageError("NoSuchKey"), False),
-    (ValueError("bug"), False),
-])
+@pytest.mark.parametrize(
+    ("exc", "transient"),
+    [
+        (TransientStorageError("endpoint down"), True),
+        (OperationalError("SELECT 1", {}, Exception("server closed the connection")), True),
+        (ConnectionError("redis"), True),
+        (flows.ModelMismatch("other model"), True),
+        (StorageError("NoSuchKey"), False),
+        (ValueError("bug"), False),
+    ],
+)
 def test_transient_errors_are_retried_and_input_errors_are_not(exc, transient):
     assert flows.is_transient(exc) is transient
 
 
 @pytest.mark.integration
 def test_qc_beat_starts_with_the_nightly_schedule(tmp_path, redis_prefix):
-    env = {"PATH": "/usr/bin:/bin", "QC_REDIS_KEY_PREFIX": redis_prefix, "QC_RESCAN_AT": "04:30",
-           "QC_BEAT_SCHEDULE_PATH": str(tmp_path / "beat-state"), "QC_LOG_LEVEL": "DEBUG"}
-    proc = subprocess.Popen([sys.executable, "-m", "qc_worker.cli", "beat"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "QC_REDIS_KEY_PREFIX": redis_prefix,
+        "QC_RESCAN_AT": "04:30",
+        "QC_BEAT_SCHEDULE_PATH": str(tmp_path / "beat-state"),
+        "QC_LOG_LEVEL": "DEBUG",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qc_worker.cli", "beat"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not list(tmp_path.glob("beat-state*")):

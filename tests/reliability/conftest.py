@@ -17,18 +17,21 @@ import pytest
 from tests.reliability.harness import tiny_checkpoint
 from tests.workers import QueueEnv
 
-
 # moto's server logs every request it serves; thousands of lines hide a failure.
 logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
-        "--soak", action="store_true", default=False,
+        "--soak",
+        action="store_true",
+        default=False,
         help="reliability suite: run the load test at soak size and write BENCHMARKS.md",
     )
     parser.addoption(
-        "--soak-images", type=int, default=20_000,
+        "--soak-images",
+        type=int,
+        default=20_000,
         help="images the --soak load test screens (default 20 000)",
     )
 
@@ -58,7 +61,12 @@ def fast_screening(env: QueueEnv, model: Path) -> None:
     """Workers run the tiny model on one torch thread each (two processes share the two
     CI cores), with the cheaper face and crop searches: the suite is about the queue, not
     the detector, and this keeps an image near 50 ms of CPU."""
-    env.extra.update({
-        "QC_MODEL_PATH": str(model), "OMP_NUM_THREADS": "1",
-        "QC_FACES__PROFILE": "never", "QC_ROI__SCALES": "4", "QC_ROI__POSITIONS": "9",
-    })
+    env.extra.update(
+        {
+            "QC_MODEL_PATH": str(model),
+            "OMP_NUM_THREADS": "1",
+            "QC_FACES__PROFILE": "never",
+            "QC_ROI__SCALES": "4",
+            "QC_ROI__POSITIONS": "9",
+        }
+    )

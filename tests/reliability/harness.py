@@ -25,7 +25,11 @@ from tests.workers import TINY, QueueEnv, job_ids, tiny_checkpoint  # noqa: F401
 #: The shortest redelivery Settings allows: Redis hands an unacknowledged message to
 #: another worker after 60 s; every task's hard limit is at most half of that, and a
 #: retry's longest wait (1.5x the back-off cap) ends before it.
-QUICK_REDELIVERY = {"QC_VISIBILITY_TIMEOUT_S": "60", "QC_TASK_TIME_LIMIT_S": "30", "QC_RETRY_BACKOFF_MAX_S": "30"}
+QUICK_REDELIVERY = {
+    "QC_VISIBILITY_TIMEOUT_S": "60",
+    "QC_TASK_TIME_LIMIT_S": "30",
+    "QC_RETRY_BACKOFF_MAX_S": "30",
+}
 #: Grid cells per screening (Settings.regions 3 x 3, always stored) and ROIs (one per aspect).
 GRID_CELLS = 9
 ROI_ASPECTS = 4
@@ -53,8 +57,17 @@ def make_image(rng: np.random.Generator, index: int, size: tuple[int, int] | Non
     return f"img-{index:06d}.{suffix}", buf.tobytes()
 
 
-def upload_images(client, bucket: str, prefix: str, count: int, *, seed: int = 0, start: int = 0,
-                  size: tuple[int, int] | None = None, threads: int = 8) -> list[str]:
+def upload_images(
+    client,
+    bucket: str,
+    prefix: str,
+    count: int,
+    *,
+    seed: int = 0,
+    start: int = 0,
+    size: tuple[int, int] | None = None,
+    threads: int = 8,
+) -> list[str]:
     """Generate ``count`` images and put them under ``s3://bucket/prefix``; their URIs.
     One ``size`` for all (as a video's thumbnails have) lets the detector batch them."""
     rng = np.random.default_rng(seed)
@@ -93,23 +106,41 @@ class Ledger:
 
 def ledger(env: QueueEnv) -> Ledger:
     with env.sessions()() as s:
-        per_pair = select(func.count().label("n")).select_from(Screening).group_by(
-            Screening.image_id, Screening.model_version_id).subquery()
-        grid = select(func.count(BlurRegion.id).label("n")).select_from(Screening).outerjoin(
-            BlurRegion, (BlurRegion.screening_id == Screening.id) & (BlurRegion.kind == "grid")
-        ).group_by(Screening.id).subquery()
-        rois = select(func.count(CropRoi.id).label("n")).select_from(Screening).outerjoin(
-            CropRoi, CropRoi.screening_id == Screening.id).group_by(Screening.id).subquery()
+        per_pair = (
+            select(func.count().label("n"))
+            .select_from(Screening)
+            .group_by(Screening.image_id, Screening.model_version_id)
+            .subquery()
+        )
+        grid = (
+            select(func.count(BlurRegion.id).label("n"))
+            .select_from(Screening)
+            .outerjoin(BlurRegion, (BlurRegion.screening_id == Screening.id) & (BlurRegion.kind == "grid"))
+            .group_by(Screening.id)
+            .subquery()
+        )
+        rois = (
+            select(func.count(CropRoi.id).label("n"))
+            .select_from(Screening)
+            .outerjoin(CropRoi, CropRoi.screening_id == Screening.id)
+            .group_by(Screening.id)
+            .subquery()
+        )
         return Ledger(
             images=s.scalar(select(func.count()).select_from(Image).where(Image.status == "ok")),
             screenings=s.scalar(select(func.count()).select_from(Screening)),
             max_per_image_model=s.scalar(select(func.coalesce(func.max(per_pair.c.n), 0))),
-            rescreened=s.scalar(select(func.count()).select_from(Screening).where(
-                Screening.updated_at > Screening.created_at)),
-            items={str(k): v for k, v in s.execute(
-                select(JobItem.status, func.count()).group_by(JobItem.status)).all()},
-            items_without_image=s.scalar(select(func.count()).select_from(JobItem).where(
-                JobItem.status == "screened", JobItem.image_id.is_(None))),
+            rescreened=s.scalar(
+                select(func.count()).select_from(Screening).where(Screening.updated_at > Screening.created_at)
+            ),
+            items={
+                str(k): v for k, v in s.execute(select(JobItem.status, func.count()).group_by(JobItem.status)).all()
+            },
+            items_without_image=s.scalar(
+                select(func.count())
+                .select_from(JobItem)
+                .where(JobItem.status == "screened", JobItem.image_id.is_(None))
+            ),
             grid_cells={int(n) for n in s.scalars(select(grid.c.n).distinct())},
             rois={int(n) for n in s.scalars(select(rois.c.n).distinct())},
             jobs={j.id: str(j.status) for j in s.scalars(select(Job))},
@@ -143,8 +174,9 @@ def progress_counts(env: QueueEnv) -> tuple[int, int]:
     screening as it goes and records its items a batch at a time, so while the first
     runs ahead of the second a batch is half done."""
     with env.sessions()() as s:
-        row = s.execute(text("SELECT (SELECT count(*) FROM screenings), "
-                             "(SELECT count(*) FROM job_items WHERE status = 'screened')")).one()
+        row = s.execute(
+            text("SELECT (SELECT count(*) FROM screenings), (SELECT count(*) FROM job_items WHERE status = 'screened')")
+        ).one()
         return int(row[0]), int(row[1])
 
 
@@ -160,8 +192,13 @@ def wait_mid_batch(env: QueueEnv, *, min_recorded: int, timeout: float = 120, wo
     raise TimeoutError(f"no half-done batch seen: {progress_counts(env)}\n{worker.log()[-4000:] if worker else ''}")
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.2,
-             on_timeout: Callable[[], str] = lambda: "") -> object:
+def wait_for(
+    predicate: Callable[[], object],
+    timeout: float,
+    what: str,
+    interval: float = 0.2,
+    on_timeout: Callable[[], str] = lambda: "",
+) -> object:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -253,10 +290,28 @@ class RedisServer:
         self.folder.mkdir(parents=True, exist_ok=True)
         log = (self.folder / "redis.log").open("ab")
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--protected-mode", "no",
-             "--daemonize", "no"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.folder),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+                "--protected-mode",
+                "no",
+                "--daemonize",
+                "no",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         log.close()
         client = redis.Redis.from_url(self.url, socket_connect_timeout=1)

@@ -82,6 +82,8 @@ def test_redis_restart_mid_job_loses_nothing(make_env, s3_endpoint, s3_bucket, t
     assert at_stop[1] < IMAGES
     assert "Connection to broker lost" in log, log[-3000:]
     got = assert_each_screened_once(env, IMAGES)
-    print(f"\nRedis stopped at {at_stop[1]}/{IMAGES} items ({waiting} chunks waiting, {unacked} unacked), "
-          f"down {restarted_at - stopped_at:.1f} s; job done {finished_s:.1f} s after the restart; "
-          f"{got.rescreened} screened again")
+    print(
+        f"\nRedis stopped at {at_stop[1]}/{IMAGES} items ({waiting} chunks waiting, {unacked} unacked), "
+        f"down {restarted_at - stopped_at:.1f} s; job done {finished_s:.1f} s after the restart; "
+        f"{got.rescreened} screened again"
+    )

@@ -41,9 +41,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 IMAGES = 120
 READER = "qc-reliability-reader"
 SETTINGS = {
-    **QUICK_REDELIVERY, "QC_SCREEN_CHUNK_SIZE": "8", "QC_BATCH_SIZE": "4",
+    **QUICK_REDELIVERY,
+    "QC_SCREEN_CHUNK_SIZE": "8",
+    "QC_BATCH_SIZE": "4",
     # Quick retries, and enough of them that a chunk unlucky several times still succeeds.
-    "QC_RETRY_MAX": "30", "QC_RETRY_BACKOFF_MAX_S": "1",
+    "QC_RETRY_MAX": "30",
+    "QC_RETRY_BACKOFF_MAX_S": "1",
 }
 
 SNAPSHOT = text("""
@@ -79,8 +82,9 @@ class Reader(threading.Thread):
                     conn.rollback()
                     self.polls += 1
                     self.most_seen = max(self.most_seen, len(rows))
-                    self.partial += [r for r in rows if r.regions < GRID_CELLS or r.grid != GRID_CELLS
-                                     or r.rois != ROI_ASPECTS]
+                    self.partial += [
+                        r for r in rows if r.regions < GRID_CELLS or r.grid != GRID_CELLS or r.rois != ROI_ASPECTS
+                    ]
                     time.sleep(0.02)
         except BaseException as exc:  # reported by the test
             self.error = exc
@@ -128,8 +132,9 @@ def test_dropped_connections_retry_and_never_show_half_a_screening(rel_env, s3_e
     # As the postgres user, on the job's own database (terminating needs the privilege).
     admin_url = make_url(env.db_url).set(username="postgres").render_as_string(hide_password=False)
     # The test's own connections say who they are, and the terminator spares them.
-    spared_url = make_url(env.db_url).update_query_dict({"application_name": READER}).render_as_string(
-        hide_password=False)
+    spared_url = (
+        make_url(env.db_url).update_query_dict({"application_name": READER}).render_as_string(hide_password=False)
+    )
     reader, terminator = Reader(spared_url), Terminator(admin_url)
     t0 = time.monotonic()
     with env.worker("--concurrency", "2", **SETTINGS) as worker:
@@ -158,6 +163,8 @@ def test_dropped_connections_retry_and_never_show_half_a_screening(rel_env, s3_e
     # them (flows.CRASH_LIMIT). Only when even the write that takes the count back is hit
     # does a chunk run again item by item; the job still ends done.
     one_by_one = log.count("screening its")
-    print(f"\n{terminator.terminated} backends terminated in {terminator.rounds} rounds over {elapsed:.1f} s; "
-          f"{retries} task retries; reader polled {reader.polls} snapshots, none partial; "
-          f"{got.rescreened} screened again; {one_by_one} chunk runs item by item")
+    print(
+        f"\n{terminator.terminated} backends terminated in {terminator.rounds} rounds over {elapsed:.1f} s; "
+        f"{retries} task retries; reader polled {reader.polls} snapshots, none partial; "
+        f"{got.rescreened} screened again; {one_by_one} chunk runs item by item"
+    )

@@ -54,7 +54,16 @@ import pytest
 from PIL import Image as PILImage
 from sqlalchemy import select
 
-from qc_worker.db.models import Image, ImageStatus, Job, JobItem, JobItemStatus, JobStatus, Screening, Title
+from qc_worker.db.models import (
+    Image,
+    ImageStatus,
+    Job,
+    JobItem,
+    JobItemStatus,
+    JobStatus,
+    Screening,
+    Title,
+)
 from tests.qc_worker.test_image_fuzz_findings import gif_dispose_bomb, rational_strip_tiff
 from tests.workers import QueueEnv, job_ids
 
@@ -62,8 +71,16 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "images"
 #: Signs in a worker log that a pool process died or a task blew up.
-CRASH_SIGNS = ("Traceback", "WorkerLostError", "exited prematurely", "Process 'ForkPoolWorker", "signal 9",
-               "SIGSEGV", "MemoryError", "Unrecoverable error")
+CRASH_SIGNS = (
+    "Traceback",
+    "WorkerLostError",
+    "exited prematurely",
+    "Process 'ForkPoolWorker",
+    "signal 9",
+    "SIGSEGV",
+    "MemoryError",
+    "Unrecoverable error",
+)
 
 
 # --- fixtures (this module's own: the suite's conftest belongs to the other tests) -----------
@@ -118,8 +135,10 @@ def image_payloads() -> dict[str, bytes]:
         "deep16.png": _encode(deep, "PNG"),
         "alpha.png": _encode(PILImage.fromarray(alpha, "RGBA"), "PNG"),
         "one-pixel.png": _encode(PILImage.new("RGB", (1, 1), (200, 10, 10)), "PNG"),
-        "drawing.png": (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="60000" '
-                        b'height="60000"><rect width="100%" height="100%" fill="red"/></svg>'),
+        "drawing.png": (
+            b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="60000" '
+            b'height="60000"><rect width="100%" height="100%" fill="red"/></svg>'
+        ),
         "strip.tif": rational_strip_tiff(),  # found by fuzzing: Pillow raised TypeError
         "frame-bomb.gif": gif_dispose_bomb(),  # found by fuzzing: 43 bytes, a 4 GB frame buffer
         "page.png": b"<!DOCTYPE html><html><body><img src=x onerror=alert(1)></body></html>",
@@ -154,8 +173,11 @@ def write_video(path: Path, seeds: list[int], seconds_each: float = 1.0) -> Path
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (W, H))
     assert writer.isOpened()
     for seed in seeds:
-        frame = cv2.resize(np.random.default_rng(seed).integers(0, 256, (8, 12, 3), dtype=np.uint8), (W, H),
-                           interpolation=cv2.INTER_NEAREST)
+        frame = cv2.resize(
+            np.random.default_rng(seed).integers(0, 256, (8, 12, 3), dtype=np.uint8),
+            (W, H),
+            interpolation=cv2.INTER_NEAREST,
+        )
         for _ in range(round(seconds_each * FPS)):
             writer.write(frame)
     writer.release()
@@ -167,13 +189,12 @@ def undecodable_video(good: Path, out: Path) -> Path:
     zero bytes: not one frame decodes."""
     data = good.read_bytes()
     at = data.find(b"mdat")
-    size = struct.unpack(">I", data[at - 4:at])[0]
-    out.write_bytes(data[:at + 4] + bytes(size - 8) + data[at - 4 + size:])
+    size = struct.unpack(">I", data[at - 4 : at])[0]
+    out.write_bytes(data[: at + 4] + bytes(size - 8) + data[at - 4 + size :])
     return out
 
 
-def test_hostile_input_is_recorded_and_the_worker_and_the_batch_go_on(hostile_env: QueueEnv, s3_endpoint,
-                                                                       tmp_path):
+def test_hostile_input_is_recorded_and_the_worker_and_the_batch_go_on(hostile_env: QueueEnv, s3_endpoint, tmp_path):
     env = hostile_env
     bucket = env.bucket
     s3 = s3_endpoint.client()
@@ -218,16 +239,16 @@ def test_hostile_input_is_recorded_and_the_worker_and_the_batch_go_on(hostile_en
     catalog.write_bytes(
         b"\xef\xbb\xbftitle_id,name,video_uri\r\n"
         + f"t-good,A Good Title,s3://{bucket}/videos/good.mp4\r\n".encode()
-        + b"t-short,only two fields\r\n"                                                 # line 3
-        + f",No Id,s3://{bucket}/videos/good.mp4\r\n".encode()                           # line 4
-        + f"t-good,A Good Title,s3://{bucket}/videos/good.mp4\r\n".encode()              # line 5: duplicate
-        + f't-quote,"Unclosed quote,s3://{bucket}/videos/good.mp4\r\n'.encode()         # line 6
-        + f"t-zeroed,Zeroed Frames,s3://{bucket}/videos/zeroed.mp4\r\n".encode()         # line 7
-        + "t-latin,Caf\xe9,s3://b/v.mp4\r\n".encode("latin-1")                           # line 8
-        + f"t-nul,Nul\x00Name,s3://{bucket}/videos/good.mp4\r\n".encode()               # line 9
+        + b"t-short,only two fields\r\n"  # line 3
+        + f",No Id,s3://{bucket}/videos/good.mp4\r\n".encode()  # line 4
+        + f"t-good,A Good Title,s3://{bucket}/videos/good.mp4\r\n".encode()  # line 5: duplicate
+        + f't-quote,"Unclosed quote,s3://{bucket}/videos/good.mp4\r\n'.encode()  # line 6
+        + f"t-zeroed,Zeroed Frames,s3://{bucket}/videos/zeroed.mp4\r\n".encode()  # line 7
+        + "t-latin,Caf\xe9,s3://b/v.mp4\r\n".encode("latin-1")  # line 8
+        + f"t-nul,Nul\x00Name,s3://{bucket}/videos/good.mp4\r\n".encode()  # line 9
         + b"\r\n"
-        + f"t-notes,Not A Video,s3://{bucket}/videos/notes.mp4\r\n".encode()             # line 11
-        + f"t-climb,Climbing Key,s3://{bucket}/videos/../../v.mp4\r\n".encode()          # line 12
+        + f"t-notes,Not A Video,s3://{bucket}/videos/notes.mp4\r\n".encode()  # line 11
+        + f"t-climb,Climbing Key,s3://{bucket}/videos/../../v.mp4\r\n".encode()  # line 12
     )
     enqueued = env.qc("enqueue", "titles", str(catalog))
     stderr = " ".join(enqueued.stderr.split())  # the console wraps long lines
@@ -261,7 +282,11 @@ def test_hostile_input_is_recorded_and_the_worker_and_the_batch_go_on(hostile_en
         assert set(items) == recorded
         assert vendor.status == JobStatus.PARTIALLY_FAILED
         n_ok = sum(ok for ok, *_ in EXPECTED_IMAGES.values()) + 1
-        assert (vendor.items_total, vendor.items_done, vendor.items_failed) == (len(items), n_ok, len(items) - n_ok)
+        assert (vendor.items_total, vendor.items_done, vendor.items_failed) == (
+            len(items),
+            n_ok,
+            len(items) - n_ok,
+        )
 
         for name, (ok, reason, size) in EXPECTED_IMAGES.items():
             uri = f"s3://{bucket}/vendor/{name}"
@@ -269,13 +294,19 @@ def test_hostile_input_is_recorded_and_the_worker_and_the_batch_go_on(hostile_en
             image = s.get(Image, item.image_id) if item.image_id else None
             assert image is not None, f"{name}: no image row"
             if ok:
-                assert item.status == JobItemStatus.SCREENED and item.reason is None, (name, item.reason)
+                assert item.status == JobItemStatus.SCREENED and item.reason is None, (
+                    name,
+                    item.reason,
+                )
                 assert image.status == ImageStatus.OK and image.vendor == "hostile"
                 assert s.scalar(select(Screening.id).where(Screening.image_id == image.id)) is not None, name
                 if size:
                     assert (image.width, image.height) == size, name
             else:
-                assert item.status == JobItemStatus.FAILED and reason in item.reason, (name, item.reason)
+                assert item.status == JobItemStatus.FAILED and reason in item.reason, (
+                    name,
+                    item.reason,
+                )
                 assert image.status == ImageStatus.FAILED and image.failure_reason == item.reason, name
                 assert image.sha256 and len(image.sha256) == 64  # the bytes were read and hashed
                 assert s.scalar(select(Screening.id).where(Screening.image_id == image.id)) is None, name
@@ -286,7 +317,10 @@ def test_hostile_input_is_recorded_and_the_worker_and_the_batch_go_on(hostile_en
             if ok:
                 assert item.status == JobItemStatus.SCREENED, item.reason
             else:
-                assert item.status == JobItemStatus.FAILED and reason in item.reason, (uri, item.reason)
+                assert item.status == JobItemStatus.FAILED and reason in item.reason, (
+                    uri,
+                    item.reason,
+                )
                 assert item.image_id is None  # refused before a single byte was read
         for uri, reason in traversal.items():
             assert items[uri].status == JobItemStatus.FAILED and reason in items[uri].reason, items[uri].reason
@@ -300,14 +334,19 @@ def test_hostile_input_is_recorded_and_the_worker_and_the_batch_go_on(hostile_en
         assert not [u for u in s.scalars(select(Image.uri)) if "passwd" in u or "outside" in u]
 
         # --- the title jobs ---------------------------------------------------------------------
-        title_of = dict(s.execute(select(Job.id, Title.external_id).join(Title, Job.title_id == Title.id)
-                                  .where(Job.id.in_(title_jobs))).all())
+        title_of = dict(
+            s.execute(
+                select(Job.id, Title.external_id).join(Title, Job.title_id == Title.id).where(Job.id.in_(title_jobs))
+            ).all()
+        )
         status = {title_of[j]: (by_id[j].status, by_id[j].error or "") for j in title_jobs}
         assert set(status) == {"t-good", "t-zeroed", "t-notes", "t-climb"}
         assert status["t-good"][0] == JobStatus.DONE
         good = by_id[next(j for j in title_jobs if title_of[j] == "t-good")]
         assert good.items_done >= 2 and good.items_failed == 0
-        assert status["t-zeroed"][0] == JobStatus.FAILED and "the video holds no decodable frames" in status["t-zeroed"][1]
+        assert (
+            status["t-zeroed"][0] == JobStatus.FAILED and "the video holds no decodable frames" in status["t-zeroed"][1]
+        )
         assert status["t-zeroed"][1].startswith(f"s3://{bucket}/videos/zeroed.mp4: ")
         assert status["t-notes"][0] == JobStatus.FAILED and "cannot open the video" in status["t-notes"][1]
         assert status["t-climb"][0] == JobStatus.FAILED and "unsafe object key" in status["t-climb"][1]

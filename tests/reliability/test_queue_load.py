@@ -61,8 +61,11 @@ def test_many_jobs_on_several_processes_each_image_once_and_flat_memory(rel_env,
     workers, concurrency = (2, 2) if soak else (1, 2)
     per_job = total // JOBS
     env = rel_env
-    settings = {"QC_SCREEN_CHUNK_SIZE": "32", "QC_BATCH_SIZE": "8",
-                "QC_WRITE_OVERLAYS": "true" if soak else "false"}
+    settings = {
+        "QC_SCREEN_CHUNK_SIZE": "32",
+        "QC_BATCH_SIZE": "8",
+        "QC_WRITE_OVERLAYS": "true" if soak else "false",
+    }
 
     t0 = time.monotonic()
     client = s3_endpoint.client()
@@ -93,8 +96,10 @@ def test_many_jobs_on_several_processes_each_image_once_and_flat_memory(rel_env,
 
     rows, growth = _memory_table(rss)
     rate = total / run_s
-    print(f"\n{total} images, {JOBS} jobs, {workers} worker(s) x {concurrency}: {run_s:.1f} s "
-          f"({rate:.1f} images/s); upload {upload_s:.1f} s\n" + "\n".join(rows))
+    print(
+        f"\n{total} images, {JOBS} jobs, {workers} worker(s) x {concurrency}: {run_s:.1f} s "
+        f"({rate:.1f} images/s); upload {upload_s:.1f} s\n" + "\n".join(rows)
+    )
     if soak:
         _write_benchmark(total, workers, concurrency, run_s, rate, rows)
     assert growth, "no pool process lived from 25 % to the end of the run"
@@ -104,8 +109,10 @@ def test_many_jobs_on_several_processes_each_image_once_and_flat_memory(rel_env,
 def _memory_table(rss: RssSampler) -> tuple[list[str], dict[int, float]]:
     """A Markdown table of RSS per pool process (start, at 25 %, end, peak) and the growth
     from 25 % to the end of each process that lived through both."""
-    rows = ["| pool process | samples | RSS start (MB) | at 25 % (MB) | end (MB) | peak (MB) | growth 25 %-100 % (MB) |",
-            "|---|---:|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| pool process | samples | RSS start (MB) | at 25 % (MB) | end (MB) | peak (MB) | growth 25 %-100 % (MB) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     growth: dict[int, float] = {}
     for pid, samples in sorted(rss.per_process().items()):
         mb = [kb / 1024 for _, _, kb in samples]
@@ -114,9 +121,11 @@ def _memory_table(rss: RssSampler) -> tuple[list[str], dict[int, float]]:
         lived = progress[0] <= 0.25 and progress[-1] >= 0.99
         if lived:
             growth[pid] = mb[-1] - at25
-        rows.append(f"| {pid} | {len(samples)} | {mb[0]:.0f} | {at25:.0f} | {mb[-1]:.0f} | {max(mb):.0f} | "
-                    f"{growth[pid]:+.1f} |" if lived else
-                    f"| {pid} | {len(samples)} | {mb[0]:.0f} | - | {mb[-1]:.0f} | {max(mb):.0f} | (not through) |")
+        rows.append(
+            f"| {pid} | {len(samples)} | {mb[0]:.0f} | {at25:.0f} | {mb[-1]:.0f} | {max(mb):.0f} | {growth[pid]:+.1f} |"
+            if lived
+            else f"| {pid} | {len(samples)} | {mb[0]:.0f} | - | {mb[-1]:.0f} | {max(mb):.0f} | (not through) |"
+        )
     return rows, growth
 
 
@@ -131,6 +140,9 @@ def _write_benchmark(total: int, workers: int, concurrency: int, run_s: float, r
         f"twice.\n\nMemory of each pool process (VmRSS, sampled every 0.5 s):\n\n" + "\n".join(rows) + "\n\n"
         f"Machine: {platform.machine()}, {os.cpu_count()} cores."
     )
-    write_section("tests/reliability/test_queue_load.py", "Queue soak: memory and throughput",
-                  f"`.venv/bin/python -m pytest tests/reliability/test_queue_load.py --soak --soak-images {total} -s`",
-                  body)
+    write_section(
+        "tests/reliability/test_queue_load.py",
+        "Queue soak: memory and throughput",
+        f"`.venv/bin/python -m pytest tests/reliability/test_queue_load.py --soak --soak-images {total} -s`",
+        body,
+    )

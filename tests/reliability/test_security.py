@@ -70,14 +70,32 @@ def _publish_raw(env: QueueEnv, body: bytes, content_type: str, task: str, args_
     queue = app.amqp.queues["screen"]
     app.close()
     task_id = str(uuid.uuid4())
-    transport = {"global_keyprefix": settings.redis_key_prefix, "visibility_timeout": settings.visibility_timeout_s}
+    transport = {
+        "global_keyprefix": settings.redis_key_prefix,
+        "visibility_timeout": settings.visibility_timeout_s,
+    }
     with Connection(settings.redis_url, transport_options=transport) as conn:
         Producer(conn).publish(
-            body, exchange=queue.exchange, routing_key="screen", declare=[queue],
-            content_type=content_type, content_encoding="binary",
-            headers={"lang": "py", "task": task, "id": task_id, "root_id": task_id, "parent_id": None,
-                     "group": None, "retries": 0, "eta": None, "expires": None, "argsrepr": args_repr,
-                     "kwargsrepr": "{}", "origin": "attacker@nowhere"},
+            body,
+            exchange=queue.exchange,
+            routing_key="screen",
+            declare=[queue],
+            content_type=content_type,
+            content_encoding="binary",
+            headers={
+                "lang": "py",
+                "task": task,
+                "id": task_id,
+                "root_id": task_id,
+                "parent_id": None,
+                "group": None,
+                "retries": 0,
+                "eta": None,
+                "expires": None,
+                "argsrepr": args_repr,
+                "kwargsrepr": "{}",
+                "origin": "attacker@nowhere",
+            },
         )
     return task_id
 
@@ -126,7 +144,7 @@ def _spellings(secret: str) -> set[str]:
     """A secret as it could appear: as is, URL-quoted, in a JSON string or a Python repr,
     and its distinctive middle on its own (a truncated or partly masked leak)."""
     forms = {secret, quote(secret, safe=""), json.dumps(secret)[1:-1], repr(secret)[1:-1]}
-    middle = secret[len(secret) // 4: len(secret) * 3 // 4]
+    middle = secret[len(secret) // 4 : len(secret) * 3 // 4]
     return forms | {middle}
 
 
@@ -168,8 +186,9 @@ def _all_rows_text(url: str) -> dict[str, str]:
     out = {}
     with engine.connect() as c:
         for name, table in meta.tables.items():
-            out[name] = "\n".join(repr(tuple(row)) + json.dumps([str(v) for v in row])
-                                  for row in c.execute(select(table)))
+            out[name] = "\n".join(
+                repr(tuple(row)) + json.dumps([str(v) for v in row]) for row in c.execute(select(table))
+            )
     engine.dispose()
     return out
 
@@ -182,10 +201,20 @@ def test_no_credentials_in_logs_cli_output_or_rows(security_env: QueueEnv, s3_en
     role_url, pg_password = pg_role(admin_url)
     key_id = f"QCKEYID{uuid.uuid4().hex[:12].upper()}"
     secret_key = f"qcSecret/{uuid.uuid4().hex}+{uuid.uuid4().hex[:8]}"
-    secrets = {"S3 access key id": key_id, "S3 secret access key": secret_key, "PostgreSQL password": pg_password}
+    secrets = {
+        "S3 access key id": key_id,
+        "S3 secret access key": secret_key,
+        "PostgreSQL password": pg_password,
+    }
     env.db_url = role_url
-    env.extra.update({"QC_S3_ACCESS_KEY_ID": key_id, "QC_S3_SECRET_ACCESS_KEY": secret_key,
-                      "QC_LOG_FORMAT": "json", "QC_LOG_LEVEL": "DEBUG"})
+    env.extra.update(
+        {
+            "QC_S3_ACCESS_KEY_ID": key_id,
+            "QC_S3_SECRET_ACCESS_KEY": secret_key,
+            "QC_LOG_FORMAT": "json",
+            "QC_LOG_LEVEL": "DEBUG",
+        }
+    )
 
     s3 = s3_endpoint.client()
     s3.upload_file(str(SAMPLES / "chelsea.jpg"), env.bucket, "art/chelsea.jpg")
@@ -200,8 +229,17 @@ def test_no_credentials_in_logs_cli_output_or_rows(security_env: QueueEnv, s3_en
 
     qc("config")
     qc("config", "--json")
-    [vendor_job] = job_ids(qc("enqueue", "submission", "--vendor", "acme", f"s3://{env.bucket}/art/",
-                               f"s3://{env.bucket}/art/missing.jpg", "/etc/passwd"))
+    [vendor_job] = job_ids(
+        qc(
+            "enqueue",
+            "submission",
+            "--vendor",
+            "acme",
+            f"s3://{env.bucket}/art/",
+            f"s3://{env.bucket}/art/missing.jpg",
+            "/etc/passwd",
+        )
+    )
     catalog = env.root / "catalog.csv"
     catalog.write_text(f"title_id,name,video_uri\nt-1,Missing Video,s3://{env.bucket}/videos/none.mp4\nbad,row\n")
     [title_job] = job_ids(qc("enqueue", "titles", str(catalog)))
@@ -238,7 +276,11 @@ def test_no_credentials_in_logs_cli_output_or_rows(security_env: QueueEnv, s3_en
     rows = _all_rows_text(admin_url)
     assert "NoSuchKey" in rows["job_items"] and "outside the configured" in rows["job_items"]
     assert "videos/none.mp4" in rows["jobs"]
-    haystacks = {"worker log": log, "CLI output": "\n".join(outputs), **{f"table {t}": v for t, v in rows.items()}}
+    haystacks = {
+        "worker log": log,
+        "CLI output": "\n".join(outputs),
+        **{f"table {t}": v for t, v in rows.items()},
+    }
     for what, secret in secrets.items():
         for form in _spellings(secret):
             for where, text_ in haystacks.items():
@@ -276,26 +318,52 @@ def _nothing_to_check() -> None:
 #: Statements that cannot take bound parameters (PRAGMA, DDL naming views and roles) are
 #: built from module constants only; the check validates those constants.
 ALLOWED: dict[tuple[str, str], tuple[str, Callable[[], None]]] = {
-    ("qc_worker/db/engine.py", "f\"PRAGMA foreign_keys={('ON' if foreign_keys else 'OFF')}\""):
-        ("PRAGMA takes no parameters; the value is one of two literals chosen by a bool", _nothing_to_check),
-    ("qc_worker/db/engine.py", "f'PRAGMA busy_timeout={busy_timeout_ms:d}'"):
-        ("PRAGMA takes no parameters; ':d' admits only an integer", _nothing_to_check),
-    ("migrations/versions/20261130_0003_analyst_views.py", "f'CREATE VIEW {name} AS\\n{view_sql(name, dialect)}'"):
-        ("DDL: view names and SELECTs are the migration's own constants", _views_ddl_is_safe),
-    ("migrations/versions/20261130_0003_analyst_views.py", "f\"COMMENT ON VIEW {name} IS '{comment}'\""):
-        ("DDL: name and comment are the migration's constants (no quote in any comment)", _views_ddl_is_safe),
-    ("migrations/versions/20261130_0003_analyst_views.py", "_CREATE_ROLE"):
-        ("DDL: the role name is the constant ROLE (an identifier)", _views_ddl_is_safe),
-    ("migrations/versions/20261130_0003_analyst_views.py", "_GRANT_CONNECT"):
-        ("DDL: the role name is the constant ROLE; the database name goes through quote_ident", _views_ddl_is_safe),
-    ("migrations/versions/20261130_0003_analyst_views.py", "_REVOKE"):
-        ("DDL: the role name is the constant ROLE (an identifier)", _views_ddl_is_safe),
-    ("migrations/versions/20261130_0003_analyst_views.py", "f'GRANT USAGE ON SCHEMA public TO {ROLE}'"):
-        ("DDL: the role name is the constant ROLE (an identifier)", _views_ddl_is_safe),
-    ("migrations/versions/20261130_0003_analyst_views.py", "f\"GRANT SELECT ON {', '.join(VIEWS)} TO {ROLE}\""):
-        ("DDL: view names and the role are the migration's constants (identifiers)", _views_ddl_is_safe),
-    ("migrations/versions/20261130_0003_analyst_views.py", "f'DROP VIEW {name}'"):
-        ("DDL: view names are the migration's constants (identifiers)", _views_ddl_is_safe),
+    ("qc_worker/db/engine.py", "f\"PRAGMA foreign_keys={('ON' if foreign_keys else 'OFF')}\""): (
+        "PRAGMA takes no parameters; the value is one of two literals chosen by a bool",
+        _nothing_to_check,
+    ),
+    ("qc_worker/db/engine.py", "f'PRAGMA busy_timeout={busy_timeout_ms:d}'"): (
+        "PRAGMA takes no parameters; ':d' admits only an integer",
+        _nothing_to_check,
+    ),
+    (
+        "migrations/versions/20261130_0003_analyst_views.py",
+        "f'CREATE VIEW {name} AS\\n{view_sql(name, dialect)}'",
+    ): ("DDL: view names and SELECTs are the migration's own constants", _views_ddl_is_safe),
+    (
+        "migrations/versions/20261130_0003_analyst_views.py",
+        "f\"COMMENT ON VIEW {name} IS '{comment}'\"",
+    ): (
+        "DDL: name and comment are the migration's constants (no quote in any comment)",
+        _views_ddl_is_safe,
+    ),
+    ("migrations/versions/20261130_0003_analyst_views.py", "_CREATE_ROLE"): (
+        "DDL: the role name is the constant ROLE (an identifier)",
+        _views_ddl_is_safe,
+    ),
+    ("migrations/versions/20261130_0003_analyst_views.py", "_GRANT_CONNECT"): (
+        "DDL: the role name is the constant ROLE; the database name goes through quote_ident",
+        _views_ddl_is_safe,
+    ),
+    ("migrations/versions/20261130_0003_analyst_views.py", "_REVOKE"): (
+        "DDL: the role name is the constant ROLE (an identifier)",
+        _views_ddl_is_safe,
+    ),
+    (
+        "migrations/versions/20261130_0003_analyst_views.py",
+        "f'GRANT USAGE ON SCHEMA public TO {ROLE}'",
+    ): ("DDL: the role name is the constant ROLE (an identifier)", _views_ddl_is_safe),
+    (
+        "migrations/versions/20261130_0003_analyst_views.py",
+        "f\"GRANT SELECT ON {', '.join(VIEWS)} TO {ROLE}\"",
+    ): (
+        "DDL: view names and the role are the migration's constants (identifiers)",
+        _views_ddl_is_safe,
+    ),
+    ("migrations/versions/20261130_0003_analyst_views.py", "f'DROP VIEW {name}'"): (
+        "DDL: view names are the migration's constants (identifiers)",
+        _views_ddl_is_safe,
+    ),
 }
 
 
@@ -303,13 +371,22 @@ def _built(node: ast.AST) -> str | None:
     """How ``node`` builds a string at run time, or None for a literal/other expression."""
     if isinstance(node, ast.JoinedStr) and any(isinstance(v, ast.FormattedValue) for v in node.values):
         return "an f-string"
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod) and isinstance(node.left, (ast.Constant, ast.JoinedStr)):
+    if (
+        isinstance(node, ast.BinOp)
+        and isinstance(node.op, ast.Mod)
+        and isinstance(node.left, (ast.Constant, ast.JoinedStr))
+    ):
         return "a %-format"
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "format":
         return "a .format() call"
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add) and any(
+    if (
+        isinstance(node, ast.BinOp)
+        and isinstance(node.op, ast.Add)
+        and any(
             isinstance(side, (ast.Constant, ast.JoinedStr)) and isinstance(getattr(side, "value", ""), str)
-            for side in (node.left, node.right)):
+            for side in (node.left, node.right)
+        )
+    ):
         return "string concatenation"
     return None
 
@@ -329,7 +406,11 @@ def dynamic_sql(path: Path) -> list[tuple[int, str, str, str]]:
         if not isinstance(node, ast.Call):
             continue
         name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
-        sql = node.args[0] if node.args else next((k.value for k in node.keywords if k.arg in ("statement", "text")), None)
+        sql = (
+            node.args[0]
+            if node.args
+            else next((k.value for k in node.keywords if k.arg in ("statement", "text")), None)
+        )
         if name not in SQL_CALLS or sql is None:
             continue
         how = _built(sql)
@@ -350,8 +431,10 @@ def test_sql_is_only_built_from_bound_parameters():
                     used.add((rel, source))
                 else:
                     offenders.append(f"{rel}:{line}: {call}() gets SQL built by {how}: {source[:120]}")
-    assert not offenders, ("pass values as bound parameters (text(':name'), insert().values(...)); "
-                           "identifiers only from checked constants:\n" + "\n".join(offenders))
+    assert not offenders, (
+        "pass values as bound parameters (text(':name'), insert().values(...)); "
+        "identifiers only from checked constants:\n" + "\n".join(offenders)
+    )
     stale = set(ALLOWED) - used
     assert not stale, f"allow-list entries that match nothing any more (remove them): {sorted(stale)}"
     for _reason, check in {ALLOWED[k] for k in used}:
@@ -365,9 +448,9 @@ def test_the_sql_scanner_finds_what_it_must(tmp_path):
         "from sqlalchemy import text\n"
         "def f(session, conn, name, uid):\n"
         "    session.execute(text(f\"SELECT * FROM t WHERE name = '{name}'\"))\n"
-        "    conn.exec_driver_sql(\"DELETE FROM t WHERE id = %s\" % uid)\n"
-        "    conn.execute(\"SELECT {}\".format(name))\n"
-        "    conn.execute(text(\"SELECT * FROM t WHERE id = \" + uid))\n"
+        '    conn.exec_driver_sql("DELETE FROM t WHERE id = %s" % uid)\n'
+        '    conn.execute("SELECT {}".format(name))\n'
+        '    conn.execute(text("SELECT * FROM t WHERE id = " + uid))\n'
         "    sql = f'DROP TABLE {name}'\n"
         "    conn.execute(text(sql))\n"
         "    session.execute(text('SELECT * FROM t WHERE name = :name'), {'name': name})\n"
@@ -375,8 +458,13 @@ def test_the_sql_scanner_finds_what_it_must(tmp_path):
         "    session.execute(stmt)\n"
     )
     found = [(line, how.split(" (")[0]) for line, _call, how, _src in dynamic_sql(sample)]
-    assert found == [(3, "an f-string"), (4, "a %-format"), (5, "a .format() call"),
-                     (6, "string concatenation"), (8, "an f-string")]
+    assert found == [
+        (3, "an f-string"),
+        (4, "a %-format"),
+        (5, "a .format() call"),
+        (6, "string concatenation"),
+        (8, "an f-string"),
+    ]
 
 
 def test_text_with_bound_parameters_is_what_the_code_uses(tmp_path):
@@ -405,15 +493,25 @@ def test_local_reads_are_confined_to_the_roots(tmp_path):
     store = LocalStore(root, confine=True)
     assert store.read(str(root / "in.jpg"))
     assert store.read("in.jpg")  # relative paths resolve against the root
-    for bad in ["/etc/passwd", str(root / "link.jpg"), f"{root}/../outside/secret.jpg", "../outside/secret.jpg",
-                str(root / "dir-link" / "secret.jpg")]:
+    for bad in [
+        "/etc/passwd",
+        str(root / "link.jpg"),
+        f"{root}/../outside/secret.jpg",
+        "../outside/secret.jpg",
+        str(root / "dir-link" / "secret.jpg"),
+    ]:
         with pytest.raises(StorageError, match="outside the configured local roots"):
             store.read(bad)
         with pytest.raises(StorageError, match="outside the configured local roots"):
             store.list([bad])
     # A folder listing skips what points out of the root instead of following it.
     assert store.list([str(root)], recursive=True) == [str(root / "in.jpg")]
-    for uri in ["s3://b/../x.jpg", "s3://b/a/../../x.jpg", "s3://b//etc/passwd", "s3://b/a\\..\\x.jpg"]:
+    for uri in [
+        "s3://b/../x.jpg",
+        "s3://b/a/../../x.jpg",
+        "s3://b//etc/passwd",
+        "s3://b/a\\..\\x.jpg",
+    ]:
         with pytest.raises(StorageError, match="unsafe object key"):
             split_s3_uri(uri)
     with pytest.raises(StorageError):

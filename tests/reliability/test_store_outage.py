@@ -34,8 +34,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 IMAGES = 96
 OUTAGE_S = 4
 SETTINGS = {
-    **QUICK_REDELIVERY, "QC_SCREEN_CHUNK_SIZE": "16", "QC_BATCH_SIZE": "4",
-    "QC_S3_MAX_ATTEMPTS": "2", "QC_RETRY_MAX": "12", "QC_RETRY_BACKOFF_MAX_S": "2",
+    **QUICK_REDELIVERY,
+    "QC_SCREEN_CHUNK_SIZE": "16",
+    "QC_BATCH_SIZE": "4",
+    "QC_S3_MAX_ATTEMPTS": "2",
+    "QC_RETRY_MAX": "12",
+    "QC_RETRY_BACKOFF_MAX_S": "2",
 }
 
 
@@ -58,8 +62,12 @@ def test_store_outage_retries_then_succeeds_and_a_missing_key_fails_alone(make_e
     own_s3.stop()  # down before any worker has listed the prefix
     down_at = time.monotonic()
     with env.worker(**SETTINGS) as worker:
-        wait_for(lambda: "qc.screen_submission: transient failure" in worker.log(), 60,
-                 "the listing to fail", on_timeout=worker.log)
+        wait_for(
+            lambda: "qc.screen_submission: transient failure" in worker.log(),
+            60,
+            "the listing to fail",
+            on_timeout=worker.log,
+        )
         time.sleep(max(0.0, down_at + OUTAGE_S - time.monotonic()))
         own_s3.start()
         wait_for(lambda: progress_counts(env)[1] >= 16, 120, "screening to start", on_timeout=worker.log)
@@ -79,5 +87,7 @@ def test_store_outage_retries_then_succeeds_and_a_missing_key_fails_alone(make_e
     assert "gave up" not in log
     assert during[1] < IMAGES  # the second outage did come mid-job
     got = assert_each_screened_once(env, IMAGES, failed=1)
-    print(f"\ntwo outages of {OUTAGE_S}+ s (the second at {during[1]}/{IMAGES} items); {retries} task retries; "
-          f"{got.rescreened} screened again; {missing} failed: {failed[0][1]}")
+    print(
+        f"\ntwo outages of {OUTAGE_S}+ s (the second at {during[1]}/{IMAGES} items); {retries} task retries; "
+        f"{got.rescreened} screened again; {missing} failed: {failed[0][1]}"
+    )

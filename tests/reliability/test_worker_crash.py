@@ -70,8 +70,10 @@ def test_killed_pool_process_is_requeued_at_once(rel_env, s3_endpoint):
     assert got.rescreened >= written - recorded, got
     # Requeued at once: far sooner than the visibility timeout would have allowed.
     assert recovered_s < 45, recovered_s
-    print(f"\npool process killed at {written} screenings / {recorded} items recorded; job done "
-          f"{recovered_s:.1f} s later ({time.monotonic() - t0:.1f} s in all); {got.rescreened} screened again")
+    print(
+        f"\npool process killed at {written} screenings / {recorded} items recorded; job done "
+        f"{recovered_s:.1f} s later ({time.monotonic() - t0:.1f} s in all); {got.rescreened} screened again"
+    )
 
 
 def test_worker_killed_whole_comes_back_after_the_visibility_timeout(rel_env, s3_endpoint):
@@ -102,5 +104,7 @@ def test_worker_killed_whole_comes_back_after_the_visibility_timeout(rel_env, s3
     assert "ready." in first_log
     got = assert_each_screened_once(env, IMAGES)
     assert got.rescreened >= written - recorded, got
-    print(f"\nworker killed at {written} screenings / {recorded} items recorded; waited {waited_s:.1f} s "
-          f"for the visibility timeout; {got.rescreened} screened again")
+    print(
+        f"\nworker killed at {written} screenings / {recorded} items recorded; waited {waited_s:.1f} s "
+        f"for the visibility timeout; {got.rescreened} screened again"
+    )

@@ -89,9 +89,7 @@ def build_mask_sources(
                 raise MaskSourceError("mask source 'sam' needs sam_weights")
             sources.append(SamSource(sam_weights))
         else:
-            raise MaskSourceError(
-                f"unknown mask source {name!r}; valid names: {', '.join(SOURCE_NAMES)}"
-            )
+            raise MaskSourceError(f"unknown mask source {name!r}; valid names: {', '.join(SOURCE_NAMES)}")
     return sources
 
 
@@ -121,12 +119,9 @@ def extract_instances(
         for instance in found:
             if instance.mask.shape != (height, width):
                 raise MaskSourceError(
-                    f"source {source.name!r} returned a {instance.mask.shape} mask "
-                    f"for a {(height, width)} image"
+                    f"source {source.name!r} returned a {instance.mask.shape} mask for a {(height, width)} image"
                 )
-            if instance.area >= min_area and not any(
-                _mask_iou(instance.mask, other.mask) > 0.9 for other in kept
-            ):
+            if instance.area >= min_area and not any(_mask_iou(instance.mask, other.mask) > 0.9 for other in kept):
                 kept.append(instance)
         if len(kept) >= max_instances:
             break

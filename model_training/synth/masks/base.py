@@ -61,13 +61,9 @@ def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     return np.count_nonzero(a_on & b_on) / union if union else 0.0
 
 
-def _components(
-    mask: np.ndarray, min_area: float, max_count: int
-) -> list[tuple[np.ndarray, int]]:
+def _components(mask: np.ndarray, min_area: float, max_count: int) -> list[tuple[np.ndarray, int]]:
     """Largest connected components first, because the big ones are the subject."""
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(
-        mask.astype(np.uint8), connectivity=8
-    )
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     areas = stats[1:, cv2.CC_STAT_AREA]
     order = np.argsort(-areas, kind="stable")
     out: list[tuple[np.ndarray, int]] = []

@@ -31,9 +31,7 @@ class FaceBox:
     h: int
     score: float = 1.0
 
-    def ellipse(
-        self, width_scale: float, height_scale: float, lift: float
-    ) -> tuple[tuple[int, int], tuple[int, int]]:
+    def ellipse(self, width_scale: float, height_scale: float, lift: float) -> tuple[tuple[int, int], tuple[int, int]]:
         """(centre, half-axes): taller than the box and lifted, since Haar boxes cut off the
         forehead and part of the chin."""
         centre = (round(self.x + self.w / 2), round(self.y + self.h / 2 - lift * self.h))

@@ -136,9 +136,7 @@ class ForegroundMatte:
         full_prior = cv2.resize(prior, (width, height), interpolation=cv2.INTER_LINEAR)
         return [
             (_to_u8(component), float(full_prior[component].mean()))
-            for component, _ in _components(
-                full, self.min_area_fraction * height * width, self.max_instances
-            )
+            for component, _ in _components(full, self.min_area_fraction * height * width, self.max_instances)
         ]
 
     def _seeds(self, prior: np.ndarray) -> np.ndarray:

@@ -37,11 +37,7 @@ class SegmenterSource(ABC):
         _check_image(image)
         if self._model is None:
             self._model = self._load()
-        return [
-            Instance(_to_u8(mask), self.kind, float(score))
-            for mask, score in self._segment(image)
-            if mask.any()
-        ]
+        return [Instance(_to_u8(mask), self.kind, float(score)) for mask, score in self._segment(image) if mask.any()]
 
     @abstractmethod
     def _load(self) -> Any:
@@ -85,9 +81,7 @@ class TorchScriptSegmenter(SegmenterSource):
                 )
             logits = logits.float()
             if logits.shape[-2:] != (height, width):
-                logits = F.interpolate(
-                    logits, size=(height, width), mode="bilinear", align_corners=False
-                )
+                logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
             probabilities = torch.sigmoid(logits[0]).numpy()
             masks = (logits[0] > 0).numpy()
         return [
@@ -126,8 +120,7 @@ class SamSource(SegmenterSource):
 
         if self.model_type not in sam_model_registry:
             raise MaskSourceError(
-                f"sam: unknown model_type {self.model_type!r}; "
-                f"choose from {sorted(sam_model_registry)}"
+                f"sam: unknown model_type {self.model_type!r}; choose from {sorted(sam_model_registry)}"
             )
         sam = sam_model_registry[self.model_type](checkpoint=str(self.weights_path))
         return SamAutomaticMaskGenerator(sam.to(self.device), **self.generator_kwargs)

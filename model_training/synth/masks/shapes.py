@@ -38,9 +38,7 @@ class RandomShapes:
         self.size = size
         self.shapes = tuple(shapes)
 
-    def __call__(
-        self, image: np.ndarray, rng: np.random.Generator | None = None
-    ) -> list[Instance]:
+    def __call__(self, image: np.ndarray, rng: np.random.Generator | None = None) -> list[Instance]:
         _check_image(image)
         height, width = image.shape[:2]
         if height == 0 or width == 0:
@@ -62,37 +60,34 @@ class RandomShapes:
         return instances
 
     @staticmethod
-    def _ellipse(
-        mask: np.ndarray, centre: tuple[float, float], diameter: float, rng: np.random.Generator
-    ) -> None:
+    def _ellipse(mask: np.ndarray, centre: tuple[float, float], diameter: float, rng: np.random.Generator) -> None:
         major = diameter / 2 * rng.uniform(0.6, 1.0)
         minor = major * rng.uniform(0.4, 1.0)
         cv2.ellipse(
             mask,
             (int(centre[0]), int(centre[1])),
             (max(1, round(major)), max(1, round(minor))),
-            rng.uniform(0, 180), 0, 360, 255, thickness=-1,
+            rng.uniform(0, 180),
+            0,
+            360,
+            255,
+            thickness=-1,
         )
 
     @staticmethod
-    def _polygon(
-        mask: np.ndarray, centre: tuple[float, float], diameter: float, rng: np.random.Generator
-    ) -> None:
+    def _polygon(mask: np.ndarray, centre: tuple[float, float], diameter: float, rng: np.random.Generator) -> None:
         vertices = int(rng.integers(3, 9))
         angles = np.sort(rng.uniform(0, 2 * np.pi, vertices))
         radii = diameter / 2 * rng.uniform(0.4, 1.0, vertices)
-        points = np.stack(
-            [centre[0] + radii * np.cos(angles), centre[1] + radii * np.sin(angles)], axis=1
-        )
+        points = np.stack([centre[0] + radii * np.cos(angles), centre[1] + radii * np.sin(angles)], axis=1)
         cv2.fillPoly(mask, [np.round(points).astype(np.int32)], 255)
 
     @staticmethod
-    def _blob(
-        mask: np.ndarray, centre: tuple[float, float], diameter: float, rng: np.random.Generator
-    ) -> None:
+    def _blob(mask: np.ndarray, centre: tuple[float, float], diameter: float, rng: np.random.Generator) -> None:
         side = max(3, round(diameter))
         noise = cv2.resize(
-            rng.standard_normal((6, 6)).astype(np.float32), (side, side),
+            rng.standard_normal((6, 6)).astype(np.float32),
+            (side, side),
             interpolation=cv2.INTER_CUBIC,
         )
         coords = (np.arange(side, dtype=np.float32) + 0.5) / side * 2 - 1

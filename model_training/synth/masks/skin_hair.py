@@ -47,9 +47,7 @@ class SkinHair:
         self.min_area_fraction = min_area_fraction
         self.max_skin_instances = max_skin_instances
 
-    def __call__(
-        self, image: np.ndarray, foreground_mask: np.ndarray | None = None
-    ) -> list[Instance]:
+    def __call__(self, image: np.ndarray, foreground_mask: np.ndarray | None = None) -> list[Instance]:
         """``foreground_mask`` (nonzero = foreground) replaces the held matte when a caller
         already has a better one, e.g. from a learned segmenter."""
         _check_image(image)
@@ -59,9 +57,7 @@ class SkinHair:
         else:
             inside = np.asarray(foreground_mask) > 0
             if inside.shape != (height, width):
-                raise ValueError(
-                    f"foreground mask {inside.shape} does not match the image {(height, width)}"
-                )
+                raise ValueError(f"foreground mask {inside.shape} does not match the image {(height, width)}")
         if not inside.any():
             return []
         faces = self.faces.detect(image)
@@ -85,8 +81,10 @@ class SkinHair:
         luma, cr, cb = cv2.split(cv2.cvtColor(image, cv2.COLOR_RGB2YCrCb))
         raw = (
             (luma >= self.min_luma)
-            & (cr >= self.cr_range[0]) & (cr <= self.cr_range[1])
-            & (cb >= self.cb_range[0]) & (cb <= self.cb_range[1])
+            & (cr >= self.cr_range[0])
+            & (cr <= self.cr_range[1])
+            & (cb >= self.cb_range[0])
+            & (cb <= self.cb_range[1])
         )
         kernel = _ellipse_kernel(0.006 * min(image.shape[:2]))
         cleaned = cv2.morphologyEx(_to_u8(raw), cv2.MORPH_OPEN, kernel)
@@ -125,7 +123,7 @@ class SkinHair:
             band = np.zeros((height, width), np.uint8)
             hair_centre = (centre[0], round(centre[1] - 0.2 * ay))
             cv2.ellipse(band, hair_centre, (round(1.6 * ax), round(1.5 * ay)), 0, 0, 360, 255, -1)
-            band[min(height, centre[1] + ay):, :] = 0
+            band[min(height, centre[1] + ay) :, :] = 0
             region = hair_like & inside & (band > 0) & (face_mask == 0)
             region = cv2.morphologyEx(_to_u8(region), cv2.MORPH_OPEN, _ellipse_kernel(0.05 * ax))
             touching = cv2.dilate(face_mask, _ellipse_kernel(0.2 * ax)) > 0

@@ -74,8 +74,16 @@ def test_shake_psf_has_the_requested_effective_extent(extent, seed):
 def test_a_calm_shake_drifts_and_an_anxious_one_tangles():
     def straightness(anxiety: float) -> float:
         k = kernel_from_trajectory(
-            shake_trajectory(15.0, 120, 5, anxiety=anxiety, jitter=8.0, centripetal=0.5,
-                             jerk_prob=0.2, exposure=1.0)
+            shake_trajectory(
+                15.0,
+                120,
+                5,
+                anxiety=anxiety,
+                jitter=8.0,
+                centripetal=0.5,
+                jerk_prob=0.2,
+                exposure=1.0,
+            )
         )
         ys, xs = np.nonzero(k > 0)
         w = k[ys, xs] / k.sum()
@@ -141,16 +149,19 @@ def test_a_pan_keeps_the_subject_sharp_and_labels_only_the_background():
 
 
 def test_subject_and_camera_extents_differ_per_pixel():
-    params = SubjectCamera(camera=Shake(4.0, 80, 0.01, 1.0, 0.1, 0.0, 1.0, 1), own_length=14.0,
-                           own_angle=0.0, feather_px=1.0)
+    params = SubjectCamera(
+        camera=Shake(4.0, 80, 0.01, 1.0, 0.1, 0.0, 1.0, 1),
+        own_length=14.0,
+        own_angle=0.0,
+        feather_px=1.0,
+    )
     out = params.apply(srgb_to_linear(_texture() / 255.0), _subject())
     assert out.extent[48, 48] > 10.0
     assert out.extent[5, 5] == pytest.approx(4.0, rel=0.15)
 
 
 def test_frame_average_moves_the_background_less_than_the_subject():
-    params = FrameAverage(path=Shake(12.0, 80, 0.01, 1.0, 0.1, 0.0, 1.0, 2), frames=7,
-                          parallax=0.4, feather_px=1.0)
+    params = FrameAverage(path=Shake(12.0, 80, 0.01, 1.0, 0.1, 0.0, 1.0, 2), frames=7, parallax=0.4, feather_px=1.0)
     out = params.apply(srgb_to_linear(_texture() / 255.0), _subject())
     assert out.extent[48, 48] == pytest.approx(12.0, rel=0.1)
     assert out.extent[5, 5] == pytest.approx(0.4 * 12.0, rel=0.15)
@@ -159,8 +170,7 @@ def test_frame_average_moves_the_background_less_than_the_subject():
 def test_a_dot_spreads_over_the_recorded_extent():
     img = np.zeros((SIZE, SIZE, 3), np.uint8)
     img[8::20, 8::20] = 255  # a lattice, so enough of the frame visibly changes
-    res = camera_motion(img, None, np.random.default_rng(2), _only("shake", mild_px=(7.0, 7.0),
-                                                                   strong_prob=0.0), 1)
+    res = camera_motion(img, None, np.random.default_rng(2), _only("shake", mild_px=(7.0, 7.0), strong_prob=0.0), 1)
     assert res.record["camera"]["visible"]
     patch = srgb_to_linear(res.image[38:59, 38:59, 0] / 255.0)  # around the dot at (48, 48)
     assert effective_extent(patch) == pytest.approx(float(res.extent_px[48, 48]), rel=0.15)

@@ -20,7 +20,13 @@ def _instances(shape):
 
 def test_sharp_coverage_leaves_the_image_byte_identical_and_the_mask_empty():
     img = make_photo(1)
-    out = blur_instances(img, _instances(img.shape[:2]), np.random.default_rng(0), SynthConfig(), coverages=["sharp", "sharp"])
+    out = blur_instances(
+        img,
+        _instances(img.shape[:2]),
+        np.random.default_rng(0),
+        SynthConfig(),
+        coverages=["sharp", "sharp"],
+    )
     assert out.image.tobytes() == img.tobytes()
     assert not out.label.any() and not out.extent_px.any()
     assert [r["coverage"] for r in out.record["instances"]] == ["sharp", "sharp"]
@@ -45,14 +51,26 @@ def test_curriculum_stages_restrict_blur_types_and_mixing():
     img = make_photo(3)
     types = set()
     for seed in range(8):
-        out = blur_instances(img, _instances(img.shape[:2]), np.random.default_rng(seed), SynthConfig(stage=2), coverages=["full", "full"])
+        out = blur_instances(
+            img,
+            _instances(img.shape[:2]),
+            np.random.default_rng(seed),
+            SynthConfig(stage=2),
+            coverages=["full", "full"],
+        )
         recs = out.record["instances"]
         assert recs[0]["blur"]["type"] == recs[1]["blur"]["type"], "stage 2 must not mix types in one image"
         types |= {r["blur"]["type"] for r in recs}
     assert types <= set(CURRICULUM[2])
     mixed = 0
     for seed in range(12):
-        out = blur_instances(img, _instances(img.shape[:2]), np.random.default_rng(seed), SynthConfig(stage=3), coverages=["full", "full"])
+        out = blur_instances(
+            img,
+            _instances(img.shape[:2]),
+            np.random.default_rng(seed),
+            SynthConfig(stage=3),
+            coverages=["full", "full"],
+        )
         recs = out.record["instances"]
         mixed += recs[0]["blur"]["type"] != recs[1]["blur"]["type"]
     assert mixed > 0, "stage 3 never mixed blur types within an image"

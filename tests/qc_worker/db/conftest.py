@@ -68,9 +68,7 @@ def db_url(backend: str, tmp_path, request: pytest.FixtureRequest) -> Iterator[s
     cleaner = create_engine(url, poolclass=NullPool)
     try:
         with cleaner.begin() as connection:
-            connection.execute(
-                text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
-            )
+            connection.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
     finally:
         cleaner.dispose()
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
 
 from qc_worker.config import get_settings
 from qc_worker.db import Title, session_scope
@@ -44,7 +45,7 @@ def test_db_session_scope_commits_or_rolls_back(tmp_path: Path) -> None:
             raise RuntimeError("boom")
         with session_scope(engine) as session:
             # SAVEPOINTs work on SQLite too (the driver's own transaction handling is off).
-            with pytest.raises(Exception), session.begin_nested():
+            with pytest.raises(IntegrityError), session.begin_nested():
                 session.execute(text("INSERT INTO titles (external_id) VALUES ('kept')"))
             assert session.scalars(select(Title.external_id)).all() == ["kept"]
     finally:
@@ -63,9 +64,7 @@ def test_db_default_engine_uses_settings(tmp_path: Path, monkeypatch) -> None:
             session.add(Title(external_id="via-settings"))
         assert get_engine() is get_engine(url)
         with get_engine().connect() as connection:
-            assert connection.exec_driver_sql("SELECT external_id FROM titles").scalar() == (
-                "via-settings"
-            )
+            assert connection.exec_driver_sql("SELECT external_id FROM titles").scalar() == ("via-settings")
     finally:
         dispose_engines()
         get_settings.cache_clear()

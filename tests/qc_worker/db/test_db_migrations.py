@@ -119,20 +119,14 @@ def test_db_alembic_command_line_takes_x_url(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     ini = str(REPO_ROOT / "alembic.ini")
     base = [sys.executable, "-m", "alembic", "-c", ini, "-x", f"url={url}"]
-    done = subprocess.run(
-        [*base, "upgrade", "head"], cwd=tmp_path, capture_output=True, text=True, timeout=120
-    )
+    done = subprocess.run([*base, "upgrade", "head"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert migrate.current(url) == HEAD
-    done = subprocess.run(
-        [*base, "current"], cwd=tmp_path, capture_output=True, text=True, timeout=120
-    )
+    done = subprocess.run([*base, "current"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert f"{HEAD} (head)" in done.stdout
     # `alembic check`: autogenerate finds nothing the migrations lack.
-    done = subprocess.run(
-        [*base, "check"], cwd=tmp_path, capture_output=True, text=True, timeout=120
-    )
+    done = subprocess.run([*base, "check"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
 
 

@@ -85,15 +85,31 @@ def _t(day: int, hour: int = 12) -> datetime:
 
 def _region(kind: str, label: str, coverage: float, prob: float, area: float, verdict: str):
     return BlurRegion(
-        kind=kind, label=label, x0=1, y0=2, x1=30, y1=40, area_fraction=area,
-        coverage=coverage, mean_probability=prob, mean_intensity=0.5, verdict=verdict,
+        kind=kind,
+        label=label,
+        x0=1,
+        y0=2,
+        x1=30,
+        y1=40,
+        area_fraction=area,
+        coverage=coverage,
+        mean_probability=prob,
+        mean_intensity=0.5,
+        verdict=verdict,
     )
 
 
 def _crop(aspect: str, safe: bool, area: float, blur: float = 0.0) -> CropRoi:
     return CropRoi(
-        aspect=aspect, x0=0, y0=0, x1=160, y1=90, blur_fraction=blur, safe=safe,
-        area_fraction=area, keeps_faces=True,
+        aspect=aspect,
+        x0=0,
+        y0=0,
+        x1=160,
+        y1=90,
+        blur_fraction=blur,
+        safe=safe,
+        area_fraction=area,
+        keeps_faces=True,
     )
 
 
@@ -113,15 +129,32 @@ def _seed_small(engine: Engine) -> None:
         s.add_all([v1, v2])
         s.flush()
 
-        def image(i: int, uri: str, kind: str, title: int | None = None, ts: float | None = None,
-                  vendor: str | None = None, status: str = "ok") -> None:
-            s.add(Image(
-                id=i, uri=uri, sha256=None if status == "failed" else f"{i:064x}",
-                width=1920, height=1080, source_kind=kind, title_id=title,
-                video_id=title if kind == "frame" else None, timestamp_s=ts,
-                frame_index=None if ts is None else int(ts * 24), vendor=vendor, status=status,
-                failure_reason="truncated" if status == "failed" else None,
-            ))
+        def image(
+            i: int,
+            uri: str,
+            kind: str,
+            title: int | None = None,
+            ts: float | None = None,
+            vendor: str | None = None,
+            status: str = "ok",
+        ) -> None:
+            s.add(
+                Image(
+                    id=i,
+                    uri=uri,
+                    sha256=None if status == "failed" else f"{i:064x}",
+                    width=1920,
+                    height=1080,
+                    source_kind=kind,
+                    title_id=title,
+                    video_id=title if kind == "frame" else None,
+                    timestamp_s=ts,
+                    frame_index=None if ts is None else int(ts * 24),
+                    vendor=vendor,
+                    status=status,
+                    failure_reason="truncated" if status == "failed" else None,
+                )
+            )
 
         image(1, "f1", "frame", 1, 10.0)
         image(2, "f2", "frame", 1, 20.0)
@@ -137,45 +170,96 @@ def _seed_small(engine: Engine) -> None:
         image(12, "catalog-1", "catalog", 1)  # not a frame: in no frame view
         s.flush()
 
-        def screening(i: int, image_id: int, mv: int, verdict: str, created: datetime,
-                      updated: datetime | None = None, regions=(), rois=()) -> None:
-            s.add(Screening(
-                id=i, image_id=image_id, model_version_id=mv, verdict=verdict, scores={},
-                timings={}, overlay_uri=f"overlay-{i}", created_at=created,
-                updated_at=updated or created, regions=list(regions), rois=list(rois),
-            ))
+        def screening(
+            i: int,
+            image_id: int,
+            mv: int,
+            verdict: str,
+            created: datetime,
+            updated: datetime | None = None,
+            regions=(),
+            rois=(),
+        ) -> None:
+            s.add(
+                Screening(
+                    id=i,
+                    image_id=image_id,
+                    model_version_id=mv,
+                    verdict=verdict,
+                    scores={},
+                    timings={},
+                    overlay_uri=f"overlay-{i}",
+                    created_at=created,
+                    updated_at=updated or created,
+                    regions=list(regions),
+                    rois=list(rois),
+                )
+            )
 
         # f1: rejected by A and by B; B is current. Worst: the blurred face, although the
         # foreground scores higher and a grid cell higher still (faces first, no grid).
         a_face = _region("face", "a-face", 0.9, 0.9, 0.1, "blurred")
         screening(1, 1, 1, "reject", _t(2), regions=[a_face])
-        screening(2, 1, 2, "reject", _t(10), _t(11), regions=[
-            _region("face", "face 1", 0.7, 0.6, 0.02, "blurred"),
-            _region("face", "face 2", 0.1, 0.2, 0.02, "sharp"),
-            _region("foreground", "foreground", 0.9, 0.9, 0.4, "blurred"),
-            _region("component", "component 1", 1.0, 0.95, 0.2, "blurred"),
-            _region("grid", "cell 0,0", 1.0, 0.99, 0.11, "blurred"),
-        ])
+        screening(
+            2,
+            1,
+            2,
+            "reject",
+            _t(10),
+            _t(11),
+            regions=[
+                _region("face", "face 1", 0.7, 0.6, 0.02, "blurred"),
+                _region("face", "face 2", 0.1, 0.2, 0.02, "sharp"),
+                _region("foreground", "foreground", 0.9, 0.9, 0.4, "blurred"),
+                _region("component", "component 1", 1.0, 0.95, 0.2, "blurred"),
+                _region("grid", "cell 0,0", 1.0, 0.99, 0.11, "blurred"),
+            ],
+        )
         # f2: rejected by A, never screened by B: A's verdict stands. Worst: the highest
         # coverage * probability (0.8), and of the two that tie, the larger area.
-        screening(3, 2, 1, "reject", _t(3), regions=[
-            _region("component", "c1", 1.0, 0.6, 0.10, "blurred"),
-            _region("component", "c2", 1.0, 0.8, 0.05, "blurred"),
-            _region("component", "c3", 1.0, 0.8, 0.07, "blurred"),
-            _region("grid", "cell 1,1", 0.2, 0.3, 0.11, "sharp"),
-        ])
+        screening(
+            3,
+            2,
+            1,
+            "reject",
+            _t(3),
+            regions=[
+                _region("component", "c1", 1.0, 0.6, 0.10, "blurred"),
+                _region("component", "c2", 1.0, 0.8, 0.05, "blurred"),
+                _region("component", "c3", 1.0, 0.8, 0.07, "blurred"),
+                _region("grid", "cell 1,1", 0.2, 0.3, 0.11, "sharp"),
+            ],
+        )
         # f3: rejected by A, passed by B: not a rejected frame any more.
         screening(4, 3, 1, "reject", _t(3))
-        screening(5, 3, 2, "pass", _t(10), rois=[
-            _crop("16:9", True, 0.5), _crop("1:1", True, 0.3), _crop("4:3", False, 0.9),
-            _crop("2:3", True, 0.5, blur=0.02),
-        ])
+        screening(
+            5,
+            3,
+            2,
+            "pass",
+            _t(10),
+            rois=[
+                _crop("16:9", True, 0.5),
+                _crop("1:1", True, 0.3),
+                _crop("4:3", False, 0.9),
+                _crop("2:3", True, 0.5, blur=0.02),
+            ],
+        )
         # f4: review by A (whose 1:1 crop is the largest, but A is not current), pass by B.
         screening(6, 4, 1, "review", _t(3), rois=[_crop("1:1", True, 0.95)])
-        screening(7, 4, 2, "pass", _t(12), rois=[
-            _crop("16:9", True, 0.6), _crop("1:1", False, 0.8), _crop("4:3", True, 0.4),
-            _crop("2:3", True, 0.5, blur=0.01),
-        ])
+        screening(
+            7,
+            4,
+            2,
+            "pass",
+            _t(12),
+            rois=[
+                _crop("16:9", True, 0.6),
+                _crop("1:1", False, 0.8),
+                _crop("4:3", True, 0.4),
+                _crop("2:3", True, 0.5, blur=0.01),
+            ],
+        )
         # f7: review by B, with a safe crop: a review frame is no thumbnail.
         screening(8, 7, 2, "review", _t(13), rois=[_crop("16:9", True, 0.7)])
         # f8: rejected by B with no regions at all.
@@ -214,21 +298,43 @@ def test_db_views_return_the_expected_rows(engine: Engine) -> None:
     # --- rejected frames: f1 (B), f2 (A), f8 (B); not f3 (B passed it), not catalog-1
     columns, rows = _rows(engine, "analyst_rejected_frames", "image_id")
     assert columns == _doc_columns("analyst_rejected_frames")
-    assert _pick(rows, "image_uri", "screening_id", "title_external_id", "title_name",
-                 "video_id", "timestamp_s", "frame_index", "model_version_name",
-                 "model_version_checksum", "overlay_uri") == [
+    assert _pick(
+        rows,
+        "image_uri",
+        "screening_id",
+        "title_external_id",
+        "title_name",
+        "video_id",
+        "timestamp_s",
+        "frame_index",
+        "model_version_name",
+        "model_version_checksum",
+        "overlay_uri",
+    ) == [
         ("f1", 2, "tt1", "One", 1, 10.0, 240, "model-b", "b" * 64, "overlay-2"),
         ("f2", 3, "tt1", "One", 1, 20.0, 480, "model-a", "a" * 64, "overlay-3"),
         ("f8", 9, "tt2", "Two", 2, 6.0, 144, "model-b", "b" * 64, "overlay-9"),
     ]
-    assert _pick(rows, "worst_region_kind", "worst_region_label", "worst_region_coverage",
-                 "worst_region_probability", "worst_region_area_fraction") == [
+    assert _pick(
+        rows,
+        "worst_region_kind",
+        "worst_region_label",
+        "worst_region_coverage",
+        "worst_region_probability",
+        "worst_region_area_fraction",
+    ) == [
         ("face", "face 1", 0.7, 0.6, 0.02),
         ("component", "c3", 1.0, 0.8, 0.07),
         (None, None, None, None, None),
     ]
-    assert _pick(rows, "worst_region_x0", "worst_region_y0", "worst_region_x1",
-                 "worst_region_y1", "worst_region_intensity")[0] == (1, 2, 30, 40, 0.5)
+    assert _pick(
+        rows,
+        "worst_region_x0",
+        "worst_region_y0",
+        "worst_region_x1",
+        "worst_region_y1",
+        "worst_region_intensity",
+    )[0] == (1, 2, 30, 40, 0.5)
     faces = [(r["face_regions"], r["face_blur_coverage"], bool(r["face_blurred"])) for r in rows]
     assert faces == [(2, 0.7, True), (0, None, False), (0, None, False)]
     assert [_when(r["screened_at"]) for r in rows] == [_t(11), _t(3), _t(14)]
@@ -236,8 +342,17 @@ def test_db_views_return_the_expected_rows(engine: Engine) -> None:
     # --- per-title summary
     columns, rows = _rows(engine, "analyst_title_summary", "title_id")
     assert columns == _doc_columns("analyst_title_summary")
-    assert _pick(rows, "title_external_id", "title_name", "frames", "frames_screened",
-                 "frames_rejected", "frames_review", "frames_passed", "frames_failed") == [
+    assert _pick(
+        rows,
+        "title_external_id",
+        "title_name",
+        "frames",
+        "frames_screened",
+        "frames_rejected",
+        "frames_review",
+        "frames_passed",
+        "frames_failed",
+    ) == [
         ("tt1", "One", 6, 4, 2, 0, 2, 1),
         ("tt2", "Two", 2, 2, 1, 1, 0, 0),
         ("tt3", "Three", 0, 0, 0, 0, 0, 0),
@@ -248,23 +363,45 @@ def test_db_views_return_the_expected_rows(engine: Engine) -> None:
     columns, rows = _rows(engine, "analyst_title_thumbnails", "title_id")
     rows.sort(key=lambda r: (r["title_id"], r["aspect"]))  # in code points, whatever collation
     assert columns == _doc_columns("analyst_title_thumbnails")
-    assert _pick(rows, "title_external_id", "aspect", "image_uri", "screening_id",
-                 "model_version_id", "area_fraction", "blur_fraction") == [
+    assert _pick(
+        rows,
+        "title_external_id",
+        "aspect",
+        "image_uri",
+        "screening_id",
+        "model_version_id",
+        "area_fraction",
+        "blur_fraction",
+    ) == [
         ("tt1", "16:9", "f4", 7, 2, 0.6, 0.0),
         ("tt1", "1:1", "f3", 5, 2, 0.3, 0.0),
         ("tt1", "2:3", "f4", 7, 2, 0.5, 0.01),  # ties on area: the less blurred
         ("tt1", "4:3", "f4", 7, 2, 0.4, 0.0),
     ]
-    assert _pick(rows, "crop_x0", "crop_y0", "crop_x1", "crop_y1", "timestamp_s",
-                 "frame_index")[0] == (0, 0, 160, 90, 40.0, 960)
+    assert _pick(rows, "crop_x0", "crop_y0", "crop_x1", "crop_y1", "timestamp_s", "frame_index")[0] == (
+        0,
+        0,
+        160,
+        90,
+        40.0,
+        960,
+    )
     assert all(bool(r["keeps_faces"]) for r in rows)
 
     # --- vendor weekly: every screening, week of its first writing, per model version
     columns, rows = _rows(engine, "analyst_vendor_weekly", "vendor, week, model_version_id")
     assert columns == _doc_columns("analyst_vendor_weekly")
     assert [
-        (r["vendor"], str(r["week"]), r["model_version_name"], r["screened"], r["rejected"],
-         r["review"], r["passed"], float(r["rejection_rate"]))
+        (
+            r["vendor"],
+            str(r["week"]),
+            r["model_version_name"],
+            r["screened"],
+            r["rejected"],
+            r["review"],
+            r["passed"],
+            float(r["rejection_rate"]),
+        )
         for r in rows
     ] == [
         ("acme", "2026-11-02", "model-a", 2, 1, 0, 1, 0.5),
@@ -276,9 +413,7 @@ def test_db_views_return_the_expected_rows(engine: Engine) -> None:
         assert isinstance(rows[0]["week"], date) and isinstance(rows[0]["rejection_rate"], Decimal)
 
     # --- verdict changes, both orders of the two model versions
-    columns, rows = _rows(
-        engine, "analyst_verdict_changes", "model_version_a_id, image_id"
-    )
+    columns, rows = _rows(engine, "analyst_verdict_changes", "model_version_a_id, image_id")
     assert columns == _doc_columns("analyst_verdict_changes")
     changes = [
         ("f3", "tt1", None, "reject", "pass"),
@@ -293,8 +428,13 @@ def test_db_views_return_the_expected_rows(engine: Engine) -> None:
         changes + [(uri, title, vendor, b, a) for uri, title, vendor, a, b in changes]
     )
     first = rows[0]
-    assert (first["screening_a_id"], first["screening_b_id"], first["source_kind"],
-            first["model_version_a_id"], first["model_version_b_id"]) == (4, 5, "frame", 1, 2)
+    assert (
+        first["screening_a_id"],
+        first["screening_b_id"],
+        first["source_kind"],
+        first["model_version_a_id"],
+        first["model_version_b_id"],
+    ) == (4, 5, "frame", 1, 2)
     assert (_when(first["screened_a_at"]), _when(first["screened_b_at"])) == (_t(3), _t(10))
 
 
@@ -417,11 +557,13 @@ def test_db_documented_queries_run_on_indexes(seeded_pg_url: str) -> None:
             problems = []
             for block in _doc_sql_blocks():
                 plan = connection.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {block}").scalar()
-                scans = sorted({
-                    node["Relation Name"]
-                    for node in _plan_nodes(plan[0]["Plan"])
-                    if node["Node Type"] == "Seq Scan" and node.get("Relation Name") in LARGE_TABLES
-                })
+                scans = sorted(
+                    {
+                        node["Relation Name"]
+                        for node in _plan_nodes(plan[0]["Plan"])
+                        if node["Node Type"] == "Seq Scan" and node.get("Relation Name") in LARGE_TABLES
+                    }
+                )
                 if scans:
                     problems.append(f"sequential scan of {', '.join(scans)} in:\n{block}")
                 if not connection.exec_driver_sql(block).fetchall():
@@ -451,17 +593,26 @@ def test_db_analyst_role_reads_the_views_and_nothing_else(migrated_pg_url: str) 
         with admin.connect() as connection:
             connection.exec_driver_sql(f"CREATE ROLE {login} LOGIN IN ROLE {ROLE}")
             # CONNECT is granted to the role itself, not only through PUBLIC.
-            assert connection.exec_driver_sql(
-                "SELECT count(*) FROM pg_database d, aclexplode(d.datacl) a "
-                "WHERE d.datname = current_database() AND a.privilege_type = 'CONNECT' "
-                f"AND a.grantee = '{ROLE}'::regrole"
-            ).scalar() == 1
+            assert (
+                connection.exec_driver_sql(
+                    "SELECT count(*) FROM pg_database d, aclexplode(d.datacl) a "
+                    "WHERE d.datname = current_database() AND a.privilege_type = 'CONNECT' "
+                    f"AND a.grantee = '{ROLE}'::regrole"
+                ).scalar()
+                == 1
+            )
         with analyst.connect() as connection:
             assert connection.exec_driver_sql("SELECT current_user").scalar() == login
             for view in VIEWS:
                 connection.exec_driver_sql(f"SELECT * FROM {view} LIMIT 1").fetchall()
-                for privilege in ("INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES",
-                                  "TRIGGER"):
+                for privilege in (
+                    "INSERT",
+                    "UPDATE",
+                    "DELETE",
+                    "TRUNCATE",
+                    "REFERENCES",
+                    "TRIGGER",
+                ):
                     assert not connection.exec_driver_sql(
                         f"SELECT has_table_privilege('{view}', '{privilege}')"
                     ).scalar(), (view, privilege)

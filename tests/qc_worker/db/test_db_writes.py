@@ -69,8 +69,15 @@ def _regions(tag: str, n: int) -> list[dict[str, Any]]:
 def _rois(n: int, safe: bool) -> list[dict[str, Any]]:
     aspects = ["16:9", "2:3", "1:1", "4:3"]
     return [
-        {"aspect": aspects[i], "x0": 0, "y0": 0, "x1": 100 + i, "y1": 50, "blur_fraction": 0.0,
-         "safe": safe}
+        {
+            "aspect": aspects[i],
+            "x0": 0,
+            "y0": 0,
+            "x1": 100 + i,
+            "y1": 50,
+            "blur_fraction": 0.0,
+            "safe": safe,
+        }
         for i in range(n)
     ]
 
@@ -80,16 +87,28 @@ def test_db_saving_twice_leaves_one_screening_with_the_second_results(engine: En
     image_id, model_id = _seed(engine)
     with session_scope(engine) as session:
         first = save_screening(
-            session, image_id, model_id, "reject", {"blur": 0.9}, {"total_ms": 10.0},
-            _regions("first", 3), _rois(4, safe=False),
+            session,
+            image_id,
+            model_id,
+            "reject",
+            {"blur": 0.9},
+            {"total_ms": 10.0},
+            _regions("first", 3),
+            _rois(4, safe=False),
         )
         first_id, first_created = first.id, first.created_at
         assert len(first.regions) == 3 and len(first.rois) == 4
 
     with session_scope(engine) as session:
         second = save_screening(
-            session, image_id, model_id, Verdict.PASS, {"blur": 0.1}, {"total_ms": 7.5},
-            _regions("second", 1), _rois(2, safe=True),
+            session,
+            image_id,
+            model_id,
+            Verdict.PASS,
+            {"blur": 0.1},
+            {"total_ms": 7.5},
+            _regions("second", 1),
+            _rois(2, safe=True),
         )
         assert [r.label for r in second.regions] == ["second-0"]
 
@@ -111,9 +130,7 @@ def test_db_saving_twice_leaves_one_screening_with_the_second_results(engine: En
 def test_db_saving_twice_in_one_session_leaves_no_stale_objects(engine: Engine) -> None:
     image_id, model_id = _seed(engine)
     with session_scope(engine) as session:
-        first = save_screening(
-            session, image_id, model_id, "review", {}, {}, _regions("a", 2), _rois(1, False)
-        )
+        first = save_screening(session, image_id, model_id, "review", {}, {}, _regions("a", 2), _rois(1, False))
         assert len(first.regions) == 2
         second = save_screening(session, image_id, model_id, "pass", {}, {}, [], [])
         assert second is first  # the same row, refreshed
@@ -128,9 +145,7 @@ def test_db_saving_twice_in_one_session_leaves_no_stale_objects(engine: Engine) 
 def test_db_regions_and_rois_are_deleted_with_their_screening(engine: Engine) -> None:
     image_id, model_id = _seed(engine)
     with session_scope(engine) as session:
-        screening = save_screening(
-            session, image_id, model_id, "reject", {}, {}, _regions("x", 2), _rois(3, False)
-        )
+        screening = save_screening(session, image_id, model_id, "reject", {}, {}, _regions("x", 2), _rois(3, False))
         screening_id = screening.id
         other_model = get_or_create_model_version(session, "smb-v2", "d" * 64).id
         save_screening(session, image_id, other_model, "pass", {}, {}, _regions("y", 1), [])
@@ -153,9 +168,7 @@ def test_db_regions_and_rois_are_deleted_with_their_screening(engine: Engine) ->
     # Through the ORM too.
     image_id, model_id = _seed(engine)
     with session_scope(engine) as session:
-        save_screening(
-            session, image_id, model_id, "review", {}, {}, _regions("z", 2), _rois(1, True)
-        )
+        save_screening(session, image_id, model_id, "review", {}, {}, _regions("z", 2), _rois(1, True))
     with session_scope(engine) as session:
         session.delete(session.scalars(select(Screening)).one())
     with session_scope(engine) as session:
@@ -180,22 +193,31 @@ def test_db_a_failed_save_writes_nothing_and_leaves_the_session_usable(engine: E
     ("change", "message"),
     [
         ({"verdict": "maybe"}, "verdict must be one of pass, review, reject"),
-        ({"regions": [{"kind": "face", "bbox": (0, 0, 1, 1), "verdict": "pass"}]}, "verdict must be one of blurred, sharp"),
+        (
+            {"regions": [{"kind": "face", "bbox": (0, 0, 1, 1), "verdict": "pass"}]},
+            "verdict must be one of blurred, sharp",
+        ),
         ({"regions": [{"kind": "face", "bbox": (5, 5, 1, 9), "verdict": "blurred"}]}, "x0 <= x1"),
-        ({"regions": [{"kind": "face", "bbox": (0, 0, 1, 1), "verdict": "sharp", "colour": 1}]},
-         "unknown key 'colour'"),
-        ({"regions": [{"kind": "face", "bbox": (0, 0, 1.5, 1), "verdict": "sharp"}]},
-         "whole number"),
+        (
+            {"regions": [{"kind": "face", "bbox": (0, 0, 1, 1), "verdict": "sharp", "colour": 1}]},
+            "unknown key 'colour'",
+        ),
+        (
+            {"regions": [{"kind": "face", "bbox": (0, 0, 1.5, 1), "verdict": "sharp"}]},
+            "whole number",
+        ),
         ({"rois": [{"aspect": "16:9", "bbox": (0, 0, 1, 1)}]}, "safe is required"),
         ({"scores": {"blur": math.nan}}, "scores.blur must be finite"),
     ],
 )
-def test_db_bad_screening_input_is_refused_before_writing(
-    engine: Engine, change: dict[str, Any], message: str
-) -> None:
+def test_db_bad_screening_input_is_refused_before_writing(engine: Engine, change: dict[str, Any], message: str) -> None:
     image_id, model_id = _seed(engine)
     arguments: dict[str, Any] = {
-        "verdict": "pass", "scores": {}, "timings": {}, "regions": [], "rois": [],
+        "verdict": "pass",
+        "scores": {},
+        "timings": {},
+        "regions": [],
+        "rois": [],
     } | change
     with session_scope(engine) as session:
         with pytest.raises(ValueError, match=message):
@@ -211,7 +233,13 @@ def test_db_upsert_image_is_keyed_by_uri_and_content(engine: Engine) -> None:
         session.add(title)
         session.flush()
         first = upsert_image(
-            session, "s3://art/x.jpg", SHA_A.upper(), 640, 360, "vendor", vendor="acme",
+            session,
+            "s3://art/x.jpg",
+            SHA_A.upper(),
+            640,
+            360,
+            "vendor",
+            vendor="acme",
             title_id=title.id,
         )
         again = upsert_image(session, "s3://art/x.jpg", SHA_A, 640, 360, "vendor")
@@ -230,7 +258,10 @@ def test_db_upsert_image_is_keyed_by_uri_and_content(engine: Engine) -> None:
 def test_db_a_failed_image_is_recorded_with_its_reason(engine: Engine) -> None:
     with session_scope(engine) as session:
         failed = record_image_failure(
-            session, "s3://vendor/broken.png", "cannot decode: truncated PNG", vendor="acme",
+            session,
+            "s3://vendor/broken.png",
+            "cannot decode: truncated PNG",
+            vendor="acme",
             source_kind="vendor",
         )
         failed_id = failed.id
@@ -244,15 +275,20 @@ def test_db_a_failed_image_is_recorded_with_its_reason(engine: Engine) -> None:
         assert image.sha256 is None and image.width is None
         assert image.vendor == "acme"
         assert _count(session, Image) == 1
-        assert session.scalar(
-            text("SELECT failure_reason FROM images WHERE status = 'failed'")
-        ) == "cannot decode: bad CRC"
+        assert (
+            session.scalar(text("SELECT failure_reason FROM images WHERE status = 'failed'"))
+            == "cannot decode: bad CRC"
+        )
 
     with session_scope(engine) as session:
         # Readable bytes that would not decode: keyed by (uri, sha256) like any image...
         hashed = record_image_failure(
-            session, "s3://vendor/huge.jpg", "too large: 20000x20000 px", SHA_B,
-            width=20000, height=20000,
+            session,
+            "s3://vendor/huge.jpg",
+            "too large: 20000x20000 px",
+            SHA_B,
+            width=20000,
+            height=20000,
         )
         # ...so when the same content later validates, the same row becomes ok.
         fixed = upsert_image(session, "s3://vendor/huge.jpg", SHA_B, 20000, 20000, "vendor")
@@ -340,8 +376,17 @@ def test_db_titles_videos_and_jobs_link_up(engine: Engine) -> None:
         session.add_all([title, video, job])
         session.flush()
         frame = upsert_image(
-            session, "s3://art/tt-9/f1.jpg", SHA_A, 1280, 720, "frame",
-            title_id=title.id, video_id=video.id, job_id=job.id, timestamp_s=61.5, frame_index=1476,
+            session,
+            "s3://art/tt-9/f1.jpg",
+            SHA_A,
+            1280,
+            720,
+            "frame",
+            title_id=title.id,
+            video_id=video.id,
+            job_id=job.id,
+            timestamp_s=61.5,
+            frame_index=1476,
         )
         frame_id, title_id = frame.id, title.id
     with engine.begin() as connection:  # the title goes: its video with it; the frame stays
@@ -384,7 +429,13 @@ def test_db_concurrent_writes_of_one_key_leave_one_row(engine: Engine) -> None:
     def screen(i: int) -> None:
         with factory.begin() as session:
             save_screening(
-                session, image_id, model_id, "review", {"worker": i}, {}, _regions(f"w{i}", i + 1),
+                session,
+                image_id,
+                model_id,
+                "review",
+                {"worker": i},
+                {},
+                _regions(f"w{i}", i + 1),
                 _rois(1 + i % 4, False),
             )
 
@@ -403,9 +454,7 @@ def test_db_concurrent_writes_of_one_key_leave_one_row(engine: Engine) -> None:
         assert [r.label for r in screening.regions] == [f"w{winner}-{k}" for k in range(winner + 1)]
         assert len(screening.rois) == 1 + winner % 4
         assert _count(session, BlurRegion) == winner + 1
-        assert session.scalar(
-            select(func.count()).select_from(ModelVersion).where(ModelVersion.checksum == "f" * 64)
-        ) == 1
-        assert session.scalar(
-            select(func.count()).select_from(Image).where(Image.uri.like("s3://art/race%"))
-        ) == 2
+        assert (
+            session.scalar(select(func.count()).select_from(ModelVersion).where(ModelVersion.checksum == "f" * 64)) == 1
+        )
+        assert session.scalar(select(func.count()).select_from(Image).where(Image.uri.like("s3://art/race%"))) == 2

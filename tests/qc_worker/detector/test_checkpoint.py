@@ -6,7 +6,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from qc_worker.detector.checkpoint import CheckpointError, load_checkpoint, read_meta, save_checkpoint
+from qc_worker.detector.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    read_meta,
+    save_checkpoint,
+)
 from qc_worker.detector.model import BlurDetector, ModelConfig
 
 TINY = ModelConfig(encoder="resnet18", decoder_channels=(32, 16, 16, 8, 8))
@@ -25,7 +30,14 @@ def _model():
 def test_round_trip_gives_identical_outputs(tmp_path):
     model = _model()
     path = tmp_path / "m.safetensors"
-    save_checkpoint(path, model, thresholds={"pixel": 0.4}, metrics={"blur_iou": 0.8}, training={"steps": 3}, dtype=torch.float32)
+    save_checkpoint(
+        path,
+        model,
+        thresholds={"pixel": 0.4},
+        metrics={"blur_iou": 0.8},
+        training={"steps": 3},
+        dtype=torch.float32,
+    )
     loaded, meta = load_checkpoint(path)
     x = torch.rand(1, 3, 80, 96)
     with torch.no_grad():
@@ -94,7 +106,12 @@ def test_mismatched_architecture_is_refused(tmp_path):
 
 
 def test_an_encoders_own_input_normalisation_travels_to_serving(tmp_path):
-    config = ModelConfig(encoder="efficientnet-lite0", decoder_channels=(16, 16, 8, 8, 8), mean=(0.5,) * 3, std=(0.5,) * 3)
+    config = ModelConfig(
+        encoder="efficientnet-lite0",
+        decoder_channels=(16, 16, 8, 8, 8),
+        mean=(0.5,) * 3,
+        std=(0.5,) * 3,
+    )
     model = BlurDetector(config).eval()
     path = tmp_path / "lite.safetensors"
     save_checkpoint(path, model, dtype=torch.float32)

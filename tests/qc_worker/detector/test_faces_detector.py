@@ -117,7 +117,8 @@ def test_foreground_finds_a_lone_object():
 def test_foreground_is_fast_at_1080p():
     rng = np.random.default_rng(0)
     image = cv2.resize(
-        (rng.random((108, 192, 3)) * 255).astype(np.uint8), (1920, 1080),
+        (rng.random((108, 192, 3)) * 255).astype(np.uint8),
+        (1920, 1080),
         interpolation=cv2.INTER_LINEAR,
     )
     salient_foreground(image, config=SaliencyConfig())

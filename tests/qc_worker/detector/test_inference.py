@@ -41,7 +41,7 @@ def test_batched_equals_one_by_one(checkpoint):
     det = Detector.load(checkpoint, device="cpu", precision="fp32")
     images = [_img(96, 128, s) for s in range(3)]
     together = det.predict(images)
-    for img, p in zip(images, together):
+    for img, p in zip(images, together, strict=False):
         alone = det.predict([img])[0]
         np.testing.assert_allclose(p.probability, alone.probability, atol=1e-5)
 
@@ -49,8 +49,12 @@ def test_batched_equals_one_by_one(checkpoint):
 def test_tiles_cover_the_image_and_blend_to_exact_weights(checkpoint, monkeypatch):
     """With a per-pixel stand-in for the network, tiling must reproduce it exactly: every
     pixel covered, overlapping tiles averaged with weights that sum to one."""
-    tiled = Detector.load(checkpoint, device="cpu", precision="fp32",
-                          config=InferenceConfig(tile_above_pixels=100 * 100, tile=128, overlap=48, tile_batch=3))
+    tiled = Detector.load(
+        checkpoint,
+        device="cpu",
+        precision="fp32",
+        config=InferenceConfig(tile_above_pixels=100 * 100, tile=128, overlap=48, tile_batch=3),
+    )
     local = lambda batch: (batch.mean(axis=3) / 255.0, batch[..., 0] / 255.0)
     monkeypatch.setattr(tiled, "_forward", local)
     img = _img(300, 410, 9)
@@ -60,7 +64,11 @@ def test_tiles_cover_the_image_and_blend_to_exact_weights(checkpoint, monkeypatc
 
 
 def test_tiled_inference_runs_the_real_network_on_large_images(checkpoint):
-    det = Detector.load(checkpoint, device="cpu", config=InferenceConfig(tile_above_pixels=200 * 200, tile=192, overlap=64))
+    det = Detector.load(
+        checkpoint,
+        device="cpu",
+        config=InferenceConfig(tile_above_pixels=200 * 200, tile=192, overlap=64),
+    )
     pred = det.predict([_img(333, 517, 4)])[0]
     assert pred.probability.shape == (333, 517) and np.isfinite(pred.probability).all()
 
@@ -91,7 +99,10 @@ def test_non_rgb_input_is_refused(checkpoint):
         det.predict([np.zeros((10, 10), np.uint8)])
 
 
-@pytest.mark.parametrize("avx512_bf16,amx,expected", [(True, False, torch.bfloat16), (False, True, torch.bfloat16), (False, False, None)])
+@pytest.mark.parametrize(
+    "avx512_bf16,amx,expected",
+    [(True, False, torch.bfloat16), (False, True, torch.bfloat16), (False, False, None)],
+)
 def test_auto_precision_takes_bf16_on_the_cpu_only_where_the_cpu_has_it(monkeypatch, avx512_bf16, amx, expected):
     from qc_worker.detector.inference import cpu_has_fast_bf16, pick_dtype
 
@@ -102,4 +113,3 @@ def test_auto_precision_takes_bf16_on_the_cpu_only_where_the_cpu_has_it(monkeypa
     assert pick_dtype(cpu, "auto") == expected
     # An explicit choice is obeyed whatever the hardware.
     assert pick_dtype(cpu, "bf16") == torch.bfloat16 and pick_dtype(cpu, "fp32") is None
-

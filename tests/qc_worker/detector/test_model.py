@@ -155,6 +155,9 @@ def test_an_efficientnet_pytorch_file_of_another_depth_is_refused(tmp_path):
 
 
 def test_an_efficientnet_pytorch_file_with_a_wrong_shape_names_the_tensor(tmp_path):
-    path = _lite_file(tmp_path, lambda s: s.__setitem__("_blocks.3._depthwise_conv.weight", torch.zeros(144, 1, 3, 3)))
+    path = _lite_file(
+        tmp_path,
+        lambda s: s.__setitem__("_blocks.3._depthwise_conv.weight", torch.zeros(144, 1, 3, 3)),
+    )
     with pytest.raises(ValueError, match=r"model\.blocks\.2\.0\.conv_dw\.weight has shape \(144, 1, 3, 3\)"):
         load_encoder_weights(BlurDetector(LITE), path)

@@ -159,15 +159,21 @@ def test_report_to_dict_is_plain_json():
     prob, intensity = _maps(120, 160)
     prob[10:40, 10:40] = np.float32(0.9)
     intensity[10:40, 10:40] = np.float32(0.25)
-    report = analyse_regions(
-        prob, intensity, T, faces=[(10, 10, 40, 40)], foreground=(0, 0, 80, 80)
-    )
+    report = analyse_regions(prob, intensity, T, faces=[(10, 10, 40, 40)], foreground=(0, 0, 80, 80))
     d = report.to_dict()
     assert json.loads(json.dumps(d)) == d
     assert d["verdict"] == "reject" and d["worst_region"]["kind"] == "face"
     assert [r["kind"] for r in d["regions"]][:2] == ["face", "foreground"]
-    assert {"kind", "label", "bbox", "area_fraction", "coverage", "mean_probability",
-            "mean_intensity", "verdict"} == set(d["regions"][0])
+    assert {
+        "kind",
+        "label",
+        "bbox",
+        "area_fraction",
+        "coverage",
+        "mean_probability",
+        "mean_intensity",
+        "verdict",
+    } == set(d["regions"][0])
     assert all(type(v) is float for v in (d["score"], d["blurred_fraction"]))
 
 
@@ -209,9 +215,20 @@ def test_the_whole_frame_rule_weighs_observable_pixels_only_and_never_rejects():
     observable[:, 80:] = True
     report = analyse_regions(prob, intensity, T, observable=observable, frame_threshold=0.1)
     assert report.verdict == "pass" and report.frame_median == pytest.approx(0.02)
-    flat = analyse_regions(np.full_like(prob, 0.3), intensity, T, observable=np.zeros(prob.shape, bool),
-                           min_observable_fraction=0.02, frame_threshold=0.1)
+    flat = analyse_regions(
+        np.full_like(prob, 0.3),
+        intensity,
+        T,
+        observable=np.zeros(prob.shape, bool),
+        min_observable_fraction=0.02,
+        frame_threshold=0.1,
+    )
     assert flat.verdict == "pass" and flat.frame_median == 0.0
-    blurred = analyse_regions(np.full_like(prob, 0.9), intensity, T, observable=np.ones(prob.shape, bool),
-                              frame_threshold=0.1)
+    blurred = analyse_regions(
+        np.full_like(prob, 0.9),
+        intensity,
+        T,
+        observable=np.ones(prob.shape, bool),
+        frame_threshold=0.1,
+    )
     assert blurred.verdict == "reject" and any(r.startswith("whole frame") for r in blurred.reasons)

@@ -20,13 +20,11 @@ H, W = 1080, 1920
 
 
 def _inside(inner, outer) -> bool:
-    return (
-        outer[0] <= inner[0] and outer[1] <= inner[1]
-        and inner[2] <= outer[2] and inner[3] <= outer[3]
-    )
+    return outer[0] <= inner[0] and outer[1] <= inner[1] and inner[2] <= outer[2] and inner[3] <= outer[3]
 
 
-def _check_shape(roi, h, w, config=RoiConfig()):
+def _check_shape(roi, h, w, config=None):
+    config = config or RoiConfig()
     x0, y0, x1, y1 = roi.bbox
     assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
     ratio = parse_aspect(roi.aspect)
@@ -135,8 +133,7 @@ def test_rois_are_fast_at_1080p():
         prob[y : y + 200, x : x + 300] = 0.9
     crop_safe_rois(prob, T)
     n = len(RoiConfig().aspects)
-    best = min(_timed(lambda: crop_safe_rois(prob, T, faces=[(900, 300, 1000, 420)]))
-               for _ in range(3))
+    best = min(_timed(lambda: crop_safe_rois(prob, T, faces=[(900, 300, 1000, 420)])) for _ in range(3))
     # Target < 30 ms per aspect; measured a few ms in all on a busy 2-core machine.
     assert best / n < 0.03, f"{best * 1e3 / n:.1f} ms per aspect"
 

@@ -17,9 +17,7 @@ def test_face_cascades_load_and_blank_image_has_no_faces():
 
 def test_face_mask_is_an_ellipse_taller_than_the_box(monkeypatch):
     detector = FaceDetector()
-    monkeypatch.setattr(
-        detector, "_detect", lambda image: [FaceBox(100, 80, 60, 60, 0.9)]
-    )
+    monkeypatch.setattr(detector, "_detect", lambda image: [FaceBox(100, 80, 60, 60, 0.9)])
     (face,) = detector(np.zeros((300, 300, 3), np.uint8))
     assert face.kind == "face" and face.score == pytest.approx(0.9)
     assert_valid(face, (300, 300))

@@ -30,9 +30,7 @@ def test_weighted_sources_need_weights():
 
 
 def test_build_shares_matte_and_faces():
-    foreground, faces, skin_hair, random = build_mask_sources(
-        ["foreground", "faces", "skin_hair", "random"]
-    )
+    foreground, faces, skin_hair, random = build_mask_sources(["foreground", "faces", "skin_hair", "random"])
     assert isinstance(skin_hair, SkinHair)
     assert skin_hair.foreground is foreground and skin_hair.faces is faces
     assert isinstance(random, RandomShapes)
@@ -63,9 +61,7 @@ def test_extract_deduplicates_and_drops_tiny_masks():
 
 def test_extract_caps_the_number_of_instances():
     masks = [square_mask((60, 60), 0, 30, 2 * k, 2 * k + 4) for k in range(10)]
-    instances = extract_instances(
-        np.zeros((60, 60, 3), np.uint8), [FixedSource(masks)], max_instances=4
-    )
+    instances = extract_instances(np.zeros((60, 60, 3), np.uint8), [FixedSource(masks)], max_instances=4)
     assert len(instances) == 4
 
 
@@ -73,14 +69,13 @@ def test_extract_on_disk_image_is_deterministic(disk_image):
     image, disk = disk_image
     runs = [
         extract_instances(
-            image, build_mask_sources(["foreground", "faces", "skin_hair", "random"]),
+            image,
+            build_mask_sources(["foreground", "faces", "skin_hair", "random"]),
             rng=np.random.default_rng(5),
         )
         for _ in range(2)
     ]
-    assert [(i.kind, i.mask.tobytes()) for i in runs[0]] == [
-        (i.kind, i.mask.tobytes()) for i in runs[1]
-    ]
+    assert [(i.kind, i.mask.tobytes()) for i in runs[0]] == [(i.kind, i.mask.tobytes()) for i in runs[1]]
     assert runs[0][0].kind == "foreground" and iou(runs[0][0].mask, disk) > 0.8
 
 

@@ -57,9 +57,7 @@ def test_portrait_foreground_covers_the_face_centre():
         if not faces_on(name):
             continue
         image = portrait(name)
-        instances = extract_instances(
-            image, build_mask_sources(["foreground", "faces", "skin_hair"])
-        )
+        instances = extract_instances(image, build_mask_sources(["foreground", "faces", "skin_hair"]))
         foreground = [i for i in instances if i.kind == "foreground"]
         assert foreground, f"{name}: no foreground among {[i.kind for i in instances]}"
         row, col = centre(faces_on(name)[0])
