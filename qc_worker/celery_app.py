@@ -27,6 +27,7 @@ from celery.schedules import crontab
 from kombu import Queue
 
 from qc_worker.config import Settings, get_settings
+from qc_worker.vocabulary import TaskName
 
 #: Every queue, in the order a worker serves them (the rescan queue yields to the others).
 QUEUES = ("frames", "vendor", "screen", "rescan")
@@ -36,11 +37,11 @@ PROCESS_START_TIMEOUT_S = 120.0
 
 #: Task names are part of the wire format between versions: keep them stable.
 TASK_ROUTES = {
-    "qc.extract_frames": {"queue": "frames"},
-    "qc.screen_submission": {"queue": "vendor"},
-    "qc.screen_chunk": {"queue": "screen"},
-    "qc.plan_rescan": {"queue": "rescan"},
-    "qc.nightly_rescan": {"queue": "rescan"},
+    TaskName.EXTRACT_FRAMES.value: {"queue": "frames"},
+    TaskName.SCREEN_SUBMISSION.value: {"queue": "vendor"},
+    TaskName.SCREEN_CHUNK.value: {"queue": "screen"},
+    TaskName.PLAN_RESCAN.value: {"queue": "rescan"},
+    TaskName.NIGHTLY_RESCAN.value: {"queue": "rescan"},
 }
 
 
@@ -83,7 +84,7 @@ def make_celery(settings: Settings) -> Celery:
         enable_utc=True,
         beat_schedule={
             "nightly-rescan": {
-                "task": "qc.nightly_rescan",
+                "task": TaskName.NIGHTLY_RESCAN.value,
                 "schedule": crontab(hour=hour, minute=minute),
                 "options": {"queue": "rescan"},
             }

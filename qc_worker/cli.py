@@ -26,6 +26,7 @@ from rich.table import Table
 
 from qc_worker import __version__
 from qc_worker.config import Settings, format_validation_error, get_settings
+from qc_worker.vocabulary import JobKind, OutcomeStatus, TaskName
 
 app = typer.Typer(
     name="qc",
@@ -177,7 +178,7 @@ def screen(
             outcomes.append(outcome)
     _print_outcomes(outcomes, fmt)
     counts = {k: sum(o.verdict == k for o in outcomes) for k in ("pass", "review", "reject")}
-    failed = sum(o.status == "failed" for o in outcomes)
+    failed = sum(o.status == OutcomeStatus.FAILED for o in outcomes)
     err.print(
         f"screened {len(outcomes) - failed} of {len(outcomes)}: {counts['pass']} pass, {counts['review']} review, "
         f"{counts['reject']} reject, {failed} failed; results in {settings.redacted()['database_url']}"
@@ -281,7 +282,6 @@ def enqueue_titles(
     from qc_worker import jobs
     from qc_worker.catalog import CatalogError, parse_catalog
     from qc_worker.db.engine import get_sessionmaker
-    from qc_worker.db.models import JobKind
 
     settings = _load_settings()
     try:
@@ -306,7 +306,7 @@ def enqueue_titles(
                 {"video_uri": row.video_uri, "catalog_line": row.line},
                 title_id=title.id,
             )
-            created.append((job.id, "qc.extract_frames"))
+            created.append((job.id, TaskName.EXTRACT_FRAMES))
     _queue_jobs(settings, created)
     typer.echo(
         f"queued {len(created)} title job(s): {', '.join(str(j) for j, _ in created)}"
@@ -325,7 +325,6 @@ def enqueue_submission(
     """One vendor job screening every image named (prefixes and folders are listed by the worker)."""
     from qc_worker import jobs
     from qc_worker.db.engine import get_sessionmaker
-    from qc_worker.db.models import JobKind
 
     settings = _load_settings()
     if not vendor.strip():
@@ -333,7 +332,7 @@ def enqueue_submission(
     _require_schema(settings)
     with get_sessionmaker(settings.database_url).begin() as s:
         job_id = jobs.create_job(s, JobKind.VENDOR, {"uris": list(uris), "vendor": vendor.strip()}).id
-    _queue_jobs(settings, [(job_id, "qc.screen_submission")])
+    _queue_jobs(settings, [(job_id, TaskName.SCREEN_SUBMISSION)])
     typer.echo(f"queued vendor job {job_id} ({len(uris)} source(s) from {vendor.strip()})")
 
 
@@ -375,7 +374,7 @@ def rescan(
         since=when,
         max_age_days=max_age_days or settings.rescan_max_age_days,
     )
-    _queue_jobs(settings, [(job_id, "qc.plan_rescan")])
+    _queue_jobs(settings, [(job_id, TaskName.PLAN_RESCAN)])
     typer.echo(f"queued rescan job {job_id} for model {checksum[:12]}")
 
 

@@ -33,11 +33,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from qc_worker import jobs
 from qc_worker.config import Settings
-from qc_worker.db.models import Job, JobKind, JobStatus
+from qc_worker.db.models import Job
 from qc_worker.frames import FrameSampler, VideoError, encode_thumbnail, probe
 from qc_worker.logs import log_context
 from qc_worker.pipeline import Outcome, Screener, Source
 from qc_worker.storage import RoutingStore, StorageError, TransientStorageError
+from qc_worker.vocabulary import JobKind, JobStatus, OutcomeStatus, TaskName
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def _dispatch_pending(ctx: WorkerContext, job_id: int, queue: str, dispatch: Dis
     with ctx.sessions.begin() as s:
         pending = jobs.pending_item_ids(s, job_id)
     for chunk in jobs.chunks(pending, ctx.settings.screen_chunk_size):
-        dispatch("qc.screen_chunk", [job_id, chunk], queue)
+        dispatch(TaskName.SCREEN_CHUNK, [job_id, chunk], queue)
     if not pending:
         with ctx.sessions.begin() as s:
             jobs.finalise_job(s, job_id)
@@ -209,15 +210,17 @@ def run_submission_job(ctx: WorkerContext, job_id: int, dispatch: Dispatch) -> N
             except TransientStorageError:
                 raise
             except StorageError as exc:
-                items.append({"uri": uri, "status": "failed", "reason": str(exc)})
+                items.append({"uri": uri, "status": OutcomeStatus.FAILED, "reason": str(exc)})
                 continue
             if not found:
-                items.append({"uri": uri, "status": "failed", "reason": "no images found under this prefix"})
+                items.append(
+                    {"uri": uri, "status": OutcomeStatus.FAILED, "reason": "no images found under this prefix"}
+                )
             items += [{"uri": u} for u in found]
         if ctx.on_outcome:  # sources refused at listing count as failed images too
             for item in items:
-                if item.get("status") == "failed":
-                    ctx.on_outcome(Outcome(item["uri"], "failed", reason=item["reason"]))
+                if item.get("status") == OutcomeStatus.FAILED:
+                    ctx.on_outcome(Outcome(item["uri"], OutcomeStatus.FAILED, reason=item["reason"]))
         with ctx.sessions.begin() as s:
             jobs.add_items(s, job_id, items)
             jobs.mark_planned(s, job_id)

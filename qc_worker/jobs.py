@@ -20,23 +20,13 @@ from typing import Any
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
-from qc_worker.db.models import (
-    Image,
-    ImageStatus,
-    Job,
-    JobItem,
-    JobItemStatus,
-    JobStatus,
-    Screening,
-    Title,
-    Video,
-    utcnow,
-)
+from qc_worker.db.models import Image, Job, JobItem, Screening, Title, Video, utcnow
 from qc_worker.db.writes import dialect_insert
 from qc_worker.pipeline import Outcome, Source
+from qc_worker.vocabulary import ImageStatus, JobItemStatus, JobKind, JobStatus, OutcomeStatus, SourceKind
 
 #: Kinds of image source per job kind, as stored in images.source_kind.
-SOURCE_KIND = {"frames": "frame", "vendor": "vendor"}
+SOURCE_KIND = {JobKind.FRAMES: SourceKind.FRAME, JobKind.VENDOR: SourceKind.VENDOR}
 FINAL = (JobStatus.DONE, JobStatus.FAILED, JobStatus.PARTIALLY_FAILED)
 
 
@@ -196,7 +186,7 @@ def record_outcomes(session: Session, results: Iterable[tuple[int, Outcome]]) ->
             update(JobItem)
             .where(JobItem.id == item_id)
             .values(
-                status=JobItemStatus.SCREENED if outcome.status == "screened" else JobItemStatus.FAILED,
+                status=JobItemStatus.SCREENED if outcome.status == OutcomeStatus.SCREENED else JobItemStatus.FAILED,
                 image_id=outcome.image_id,
                 reason=outcome.reason,
                 updated_at=utcnow(),

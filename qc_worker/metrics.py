@@ -35,6 +35,7 @@ from prometheus_client.registry import Collector
 
 from qc_worker.celery_app import QUEUES
 from qc_worker.config import Settings, export_process_variable
+from qc_worker.vocabulary import FailureKind, OutcomeStatus, TaskState
 
 if TYPE_CHECKING:
     from qc_worker.pipeline import Outcome
@@ -63,16 +64,8 @@ MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 #: Stages of one image, as named in ``Outcome.timings``.
 STAGES: tuple[str, ...] = ("decode", "detect", "analyse", "overlay", "store")
-TASK_STATES: tuple[str, ...] = ("succeeded", "retried", "failed")
-FAILURE_KINDS: tuple[str, ...] = (
-    "too_large",
-    "video",
-    "missing",
-    "decode",
-    "database",
-    "storage",
-    "other",
-)
+TASK_STATES: tuple[str, ...] = tuple(TaskState)
+FAILURE_KINDS: tuple[str, ...] = tuple(FailureKind)
 
 # 1 ms .. 60 s; one image's stages fall well inside it.
 STAGE_BUCKETS = (
@@ -115,29 +108,29 @@ TASK_SECONDS = Histogram(
 
 # Checked in order; the first match wins. Paths and URIs are removed from the reason first,
 # so a file name such as video_database.png cannot decide the kind.
-_KIND_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
+_KIND_RULES: tuple[tuple[FailureKind, re.Pattern[str]], ...] = (
     (
-        "too_large",
+        FailureKind.TOO_LARGE,
         re.compile(r"over the limit|more than the limit|decompression bomb|too (large|big)"),
     ),
-    ("video", re.compile(r"\bvideo\b|ffmpeg|\bcodec\b|no frames")),
+    (FailureKind.VIDEO, re.compile(r"\bvideo\b|ffmpeg|\bcodec\b|no frames")),
     (
-        "missing",
+        FailureKind.MISSING,
         re.compile(r"no such (file|key|bucket)|nosuch(key|bucket)|not found|does not exist|\b404\b"),
     ),
     (
-        "decode",
+        FailureKind.DECODE,
         re.compile(
             r"decode|not an image|unrecognised file format|image header|no pixels|file is empty|"
             r"truncated|corrupt"
         ),
     ),
     (
-        "database",
+        FailureKind.DATABASE,
         re.compile(r"database|sqlalchemy|psycopg|sqlite|postgres|operationalerror|integrityerror"),
     ),
     (
-        "storage",
+        FailureKind.STORAGE,
         re.compile(
             r"\bs3\b|bucket|storage|cannot read|cannot write|credentials|access ?denied|forbidden|"
             r"object key|outside the configured|endpoint|timed? ?out|connection"
@@ -147,24 +140,24 @@ _KIND_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
 _PATHS = re.compile(r"\w+://\S*|\S*[/\\]\S*")
 
 
-def failure_kind(reason: str | None) -> str:
-    """The kind of a free-text failure reason, one of :data:`FAILURE_KINDS`.
+def failure_kind(reason: str | None) -> FailureKind:
+    """The kind of a free-text failure reason (:data:`FAILURE_KINDS`).
 
-    >>> failure_kind("image is 20000x20000 = 400,000,000 pixels, over the limit of 100,000,000")
+    >>> failure_kind("image is 20000x20000 = 400,000,000 pixels, over the limit of 100,000,000").value
     'too_large'
-    >>> failure_kind("no such file or folder: /data/a.jpg")
+    >>> failure_kind("no such file or folder: /data/a.jpg").value
     'missing'
     """
     text = _PATHS.sub(" ", (reason or "").lower())
     for kind, pattern in _KIND_RULES:
         if pattern.search(text):
             return kind
-    return "other"
+    return FailureKind.OTHER
 
 
 def record_outcome(outcome: Outcome) -> None:
     """Count one image's outcome and observe the seconds of each stage it went through."""
-    if outcome.status == "screened":
+    if outcome.status == OutcomeStatus.SCREENED:
         IMAGES_SCREENED.labels(verdict=outcome.verdict or "unknown").inc()
     else:
         IMAGE_FAILURES.labels(kind=failure_kind(outcome.reason)).inc()

@@ -37,6 +37,7 @@ from qc_worker.detector.roi import Roi, crop_safe_rois
 from qc_worker.images import ImageError, decode_image
 from qc_worker.overlay import encode_overlay, render_overlay
 from qc_worker.storage import LocalStore, StorageError, Store, TransientStorageError
+from qc_worker.vocabulary import OutcomeStatus, SourceKind
 
 if TYPE_CHECKING:  # the detector pulls in torch; enqueueing and bookkeeping need none of it
     from qc_worker.detector.inference import Detector
@@ -49,7 +50,7 @@ class Source:
     """One image to screen and what the database should know about where it came from."""
 
     uri: str
-    source_kind: str | None = "local"  # None keeps what the image row already says
+    source_kind: str | None = SourceKind.LOCAL  # None keeps what the image row already says
     title_id: int | None = None
     video_id: int | None = None
     job_id: int | None = None
@@ -188,7 +189,7 @@ class Screener:
         store: Store | None = None,
         overlay_store: Store | None = None,
         overlay_prefix: str = "",
-        source_kind: str = "local",
+        source_kind: str = SourceKind.LOCAL,
     ) -> None:
         self.settings = settings
         self.detector = detector
@@ -269,7 +270,7 @@ class Screener:
         with self.sessions.begin() as s:
             image = record_image_failure(s, src.uri, reason, sha, **src.image_fields())
             image_id = image.id
-        return Outcome(src.uri, "failed", reason=reason, sha256=sha, image_id=image_id)
+        return Outcome(src.uri, OutcomeStatus.FAILED, reason=reason, sha256=sha, image_id=image_id)
 
     def _finish(self, d: _Decoded, prob: np.ndarray, inten: np.ndarray, timings: dict[str, float]) -> Outcome:
         s = self.settings
@@ -315,7 +316,7 @@ class Screener:
         worst = report.worst_region.to_dict() if report.worst_region else None
         return Outcome(
             d.source.uri,
-            "screened",
+            OutcomeStatus.SCREENED,
             report.verdict,
             float(report.score),
             None,

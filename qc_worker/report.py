@@ -41,21 +41,11 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from qc_worker.config import RegionConfig, Settings
-from qc_worker.db.models import (
-    BlurRegion,
-    CropRoi,
-    Image,
-    ImageStatus,
-    Job,
-    JobItem,
-    JobItemStatus,
-    Screening,
-    Title,
-    Video,
-)
+from qc_worker.db.models import BlurRegion, CropRoi, Image, Job, JobItem, Screening, Title, Video
 from qc_worker.detector.regions import worst_region
 from qc_worker.images import DEFAULT_MAX_PIXELS, ImageError, decode_image
 from qc_worker.storage import StorageError
+from qc_worker.vocabulary import ImageStatus, JobItemStatus
 
 __all__ = [
     "Report",

@@ -29,6 +29,7 @@ from qc_worker.celery_app import app
 from qc_worker.config import get_settings
 from qc_worker.logs import configure_logging, log_context
 from qc_worker.storage import open_store
+from qc_worker.vocabulary import TaskName, TaskState
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +96,14 @@ def _run(
     """
     settings = get_settings()
     t0 = time.perf_counter()
-    state = "failed"
+    state = TaskState.FAILED
     with log_context(job_id=job_id, task_id=task.request.id):
         try:
             result = body()
-            state = "succeeded"
+            state = TaskState.SUCCEEDED
             return result
         except Retry:
-            state = "retried"
+            state = TaskState.RETRIED
             raise
         except Exception as exc:
             retries = task.request.retries
@@ -124,7 +125,7 @@ def _run(
                 retries + 1,
                 countdown,
             )
-            state = "retried"
+            state = TaskState.RETRIED
             raise task.retry(exc=exc, countdown=countdown, max_retries=settings.retry_max) from exc
         finally:
             metrics.record_task(task.name, state, time.perf_counter() - t0)
@@ -143,7 +144,7 @@ def _give_up(task: Task, give_up: Callable[[str], None], reason: str) -> None:
         raise task.retry(exc=exc, countdown=cap, max_retries=None) from exc
 
 
-@app.task(bind=True, name="qc.extract_frames")
+@app.task(bind=True, name=TaskName.EXTRACT_FRAMES.value)
 def extract_frames(self: Task, job_id: int) -> None:
     ctx = context()
     _run(
@@ -154,7 +155,7 @@ def extract_frames(self: Task, job_id: int) -> None:
     )
 
 
-@app.task(bind=True, name="qc.screen_submission")
+@app.task(bind=True, name=TaskName.SCREEN_SUBMISSION.value)
 def screen_submission(self: Task, job_id: int) -> None:
     ctx = context()
     _run(
@@ -165,7 +166,7 @@ def screen_submission(self: Task, job_id: int) -> None:
     )
 
 
-@app.task(bind=True, name="qc.plan_rescan")
+@app.task(bind=True, name=TaskName.PLAN_RESCAN.value)
 def plan_rescan(self: Task, job_id: int) -> None:
     ctx = context()
     _run(
@@ -176,7 +177,7 @@ def plan_rescan(self: Task, job_id: int) -> None:
     )
 
 
-@app.task(bind=True, name="qc.screen_chunk")
+@app.task(bind=True, name=TaskName.SCREEN_CHUNK.value)
 def screen_chunk(self: Task, job_id: int, item_ids: list[int]) -> None:
     ctx = context()
     _run(
@@ -188,7 +189,7 @@ def screen_chunk(self: Task, job_id: int, item_ids: list[int]) -> None:
     )
 
 
-@app.task(bind=True, name="qc.nightly_rescan")
+@app.task(bind=True, name=TaskName.NIGHTLY_RESCAN.value)
 def nightly_rescan(self: Task) -> None:
     """Beat's entry: a rescan job for the model this worker runs, planned by its own task
     (so a retry of the planning never makes a second job)."""
@@ -196,4 +197,4 @@ def nightly_rescan(self: Task) -> None:
     job_id = flows.create_rescan_job(
         ctx.sessions, ctx.screener.model_checksum, max_age_days=get_settings().rescan_max_age_days
     )
-    _send("qc.plan_rescan", [job_id], "rescan")
+    _send(TaskName.PLAN_RESCAN, [job_id], "rescan")

@@ -49,6 +49,16 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from qc_worker.vocabulary import (
+    ImageStatus,
+    JobItemStatus,
+    JobKind,
+    JobStatus,
+    RegionVerdict,
+    SourceKind,
+    Verdict,
+)
+
 __all__ = [
     "NAMING_CONVENTION",
     "Base",
@@ -90,53 +100,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-# --- enumerations (stored as their string values) --------------------------------------
-class JobStatus(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-    PARTIALLY_FAILED = "partially_failed"
-
-
-class JobItemStatus(StrEnum):
-    PENDING = "pending"
-    SCREENED = "screened"
-    FAILED = "failed"
-
-
-class Verdict(StrEnum):
-    PASS = "pass"
-    REVIEW = "review"
-    REJECT = "reject"
-
-
-class RegionVerdict(StrEnum):
-    BLURRED = "blurred"
-    SHARP = "sharp"
-
-
-class ImageStatus(StrEnum):
-    OK = "ok"  # decoded and validated; may be screened
-    FAILED = "failed"  # could not be read, decoded or validated; see failure_reason
-
-
-class JobKind(StrEnum):
-    """Usual values of ``jobs.kind`` (the column is free text, so new kinds need no migration)."""
-
-    FRAMES = "frames"
-    VENDOR = "vendor"
-    RESCAN = "rescan"
-    LOCAL = "local"
-
-
-class SourceKind(StrEnum):
-    """Usual values of ``images.source_kind`` (free text in the database)."""
-
-    FRAME = "frame"  # a thumbnail sampled from a title's video
-    VENDOR = "vendor"  # a third-party submission
-    CATALOG = "catalog"  # existing catalog artwork in the object store
-    LOCAL = "local"  # a local file (`qc screen ./folder`)
+# --- enumerations (stored as their string values; defined in qc_worker.vocabulary) -----
 
 
 def _enum(cls: type[StrEnum], name: str) -> Enum:

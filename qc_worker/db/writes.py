@@ -35,17 +35,8 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
-from qc_worker.db.models import (
-    BlurRegion,
-    CropRoi,
-    Image,
-    ImageStatus,
-    ModelVersion,
-    RegionVerdict,
-    Screening,
-    Verdict,
-    utcnow,
-)
+from qc_worker.db.models import BlurRegion, CropRoi, Image, ModelVersion, Screening, utcnow
+from qc_worker.vocabulary import ImageStatus, RegionVerdict, Verdict
 
 __all__ = [
     "REGION_FIELDS",

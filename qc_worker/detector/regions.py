@@ -58,13 +58,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 import cv2
 import numpy as np
 
 from qc_worker.config import RegionConfig
 from qc_worker.detector.faces import Box, Foreground, box_area, clip_box
+from qc_worker.vocabulary import RegionKind, RegionVerdict
+from qc_worker.vocabulary import Verdict as ImageVerdict
 
 __all__ = [
     "ImageVerdict",
@@ -83,9 +85,6 @@ __all__ = [
     "worst_region",
 ]
 
-RegionKind = Literal["component", "face", "foreground", "grid"]
-RegionVerdict = Literal["blurred", "sharp"]
-ImageVerdict = Literal["pass", "review", "reject"]
 R = TypeVar("R")
 
 
@@ -197,15 +196,15 @@ def _stats(
 
 
 def _verdict(coverage: float, limit: float) -> RegionVerdict:
-    return "blurred" if coverage >= limit else "sharp"
+    return RegionVerdict.BLURRED if coverage >= limit else RegionVerdict.SHARP
 
 
 def _limit(kind: RegionKind, config: RegionConfig) -> float:
     return {
-        "face": config.face_blur_limit,
-        "foreground": config.foreground_blur_limit,
-        "grid": config.grid_blur_limit,
-        "component": 0.0,
+        RegionKind.FACE: config.face_blur_limit,
+        RegionKind.FOREGROUND: config.foreground_blur_limit,
+        RegionKind.GRID: config.grid_blur_limit,
+        RegionKind.COMPONENT: 0.0,
     }[kind]
 
 
@@ -252,14 +251,14 @@ def blur_components(
         mean_i = cv2.mean(intensity32[y : y + h, x : x + w], mask=own)[0]
         out.append(
             Region(
-                kind="component",
+                kind=RegionKind.COMPONENT,
                 label=f"component_{k}",
                 bbox=(x, y, x + w, y + h),
                 area_fraction=area / prob.size,
                 coverage=1.0,
                 mean_probability=float(mean_p),
                 mean_intensity=float(mean_i),
-                verdict="blurred",
+                verdict=RegionVerdict.BLURRED,
             )
         )
     return out
@@ -287,7 +286,7 @@ def semantic_regions(
         if box_area(box) == 0:
             continue
         area, cov, mp, mi = _stats(prob, intensity, blurred, box, evidence=evidence)
-        out.append(Region("face", f"face_{k}", box, area, cov, mp, mi, _verdict(cov, config.face_blur_limit)))
+        out.append(Region(RegionKind.FACE, f"face_{k}", box, area, cov, mp, mi, _verdict(cov, config.face_blur_limit)))
     if foreground is not None:
         mask = None
         if isinstance(foreground, Foreground):
@@ -301,7 +300,7 @@ def semantic_regions(
             if area > 0:
                 out.append(
                     Region(
-                        "foreground",
+                        RegionKind.FOREGROUND,
                         "foreground",
                         box,
                         area,
@@ -339,7 +338,7 @@ def grid_regions(
             area, cov, mp, mi = _stats(prob, intensity, blurred, box, evidence=evidence)
             out.append(
                 Region(
-                    "grid",
+                    RegionKind.GRID,
                     f"r{r}c{c}",
                     box,
                     area,
@@ -377,13 +376,13 @@ def worst_region(regions: Sequence[R], face_review_limit: float) -> R | None:
     Works on :class:`Region` and on anything with the same attributes (the stored
     ``blur_regions`` rows, whose numbers may be NULL), so reports apply the same rule.
     """
-    faces = [r for r in regions if r.kind == "face" and (r.coverage or 0.0) >= face_review_limit]
+    faces = [r for r in regions if r.kind == RegionKind.FACE and (r.coverage or 0.0) >= face_review_limit]
     if faces:
         return max(faces, key=lambda r: r.coverage or 0.0)
     for r in regions:
-        if r.kind == "foreground" and r.verdict == "blurred":
+        if r.kind == RegionKind.FOREGROUND and r.verdict == RegionVerdict.BLURRED:
             return r
-    components = [r for r in regions if r.kind == "component"]
+    components = [r for r in regions if r.kind == RegionKind.COMPONENT]
     return max(components, key=lambda r: r.area_fraction or 0.0) if components else None
 
 
@@ -397,7 +396,7 @@ def image_verdict(
 ) -> tuple[ImageVerdict, float, tuple[str, ...]]:
     """(verdict, score, reasons) by the rule in the module doc; ``median`` is the frame
     median, judged only when ``frame_threshold`` is given."""
-    faces = [r for r in regions if r.kind == "face"]
+    faces = [r for r in regions if r.kind == RegionKind.FACE]
     reject: list[str] = []
     review: list[str] = []
     for f in faces:
@@ -410,10 +409,10 @@ def image_verdict(
     elif blurred_fraction >= config.review_area_fraction:
         review.append(f"image blurred {blurred_fraction:.0%} >= {config.review_area_fraction:.0%}")
     for r in regions:
-        if r.kind in ("foreground", "grid") and r.verdict == "blurred":
+        if r.kind in (RegionKind.FOREGROUND, RegionKind.GRID) and r.verdict == RegionVerdict.BLURRED:
             review.append(f"{r.label} blurred {r.coverage:.0%} >= {_limit(r.kind, config):.0%}")
         elif (
-            r.kind == "component"
+            r.kind == RegionKind.COMPONENT
             and r.area_fraction >= config.review_component_fraction
             and r.mean_probability >= config.review_probability
         ):
@@ -426,10 +425,10 @@ def image_verdict(
     face_ratio = max((f.coverage / config.face_blur_limit for f in faces), default=0.0)
     score = min(1.0, max(blurred_fraction / config.reject_area_fraction, face_ratio))
     if reject:
-        return "reject", 1.0, tuple(reject + review)
+        return ImageVerdict.REJECT, 1.0, tuple(reject + review)
     if review:
-        return "review", score, tuple(review)
-    return "pass", score, ()
+        return ImageVerdict.REVIEW, score, tuple(review)
+    return ImageVerdict.PASS, score, ()
 
 
 def analyse_regions(
