@@ -352,7 +352,7 @@ def _fit_and_crop(
 class BlurSynthDataset:
     """A map-style PyTorch dataset of synthetic samples, made on the fly.
 
-    Sample ``i`` depends only on (seed, epoch, i): each index draws its own generator,
+    Sample ``i`` depends only on (seed, i): each index draws its own generator,
     so DataLoader workers need no coordination and a run is reproducible. Sources are
     visited in a seeded permutation, so every source appears once per ``len(sources)``
     indices. A source that fails to decode is logged once and replaced, deterministically,
@@ -379,7 +379,6 @@ class BlurSynthDataset:
         self.cfg = cfg or SynthConfig()
         self.length = length if length is not None else len(self.sources)
         self.seed = seed
-        self.epoch = 0
         self.mask_source_names = tuple(mask_sources)
         self.cache_dir = cache_dir
         self._order = np.random.default_rng(seed).permutation(len(self.sources))
@@ -393,10 +392,6 @@ class BlurSynthDataset:
     def __len__(self) -> int:
         return self.length
 
-    def set_epoch(self, epoch: int) -> None:
-        """Draw different samples each epoch while staying reproducible."""
-        self.epoch = epoch
-
     def sample(self, index: int) -> Sample:
         """The sample at ``index`` as numpy arrays, with its parameters recorded.
 
@@ -406,7 +401,8 @@ class BlurSynthDataset:
         """
         if not 0 <= index < self.length:
             raise IndexError(index)
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        # The middle 0 keeps the streams of data sets made before this key lost its epoch.
+        rng = np.random.default_rng([self.seed, 0, index])
         g = self.cfg.graphics
         if rng.random() < g.prob:
             side = int(round(_loguniform(rng, *self.cfg.sampling.short_side)))

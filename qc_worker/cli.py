@@ -133,8 +133,7 @@ def screen(
     from qc_worker.db.engine import get_sessionmaker
     from qc_worker.db.migrate import upgrade
     from qc_worker.detector.checkpoint import CheckpointError
-    from qc_worker.detector.inference import Detector
-    from qc_worker.pipeline import Screener
+    from qc_worker.pipeline import Screener, load_detector
     from qc_worker.storage import LocalStore, StorageError, open_store
 
     settings = _load_settings()
@@ -153,7 +152,7 @@ def screen(
         )
         raise typer.Exit(2)
     try:
-        detector = Detector.load(model or settings.model_path, device=settings.device, precision=settings.precision)
+        detector = load_detector(settings, model)
     except (CheckpointError, RuntimeError) as exc:
         err.print(f"[red]error:[/red] cannot load the detector: {exc}")
         raise typer.Exit(2) from exc

@@ -383,13 +383,6 @@ class Settings(BaseSettings):
         default=None,
         description=("Detector checkpoint to load; unset means the checkpoint shipped in qc_worker/weights."),
     )
-    imagenet_weights_path: Path | None = Field(
-        default=None,
-        description=(
-            "ImageNet-pretrained encoder weights file for training; never downloaded. "
-            "Unset means the torch cache if it already holds them, else random initialisation."
-        ),
-    )
     device: Device = Field(
         default="auto",
         description="Where the detector runs: auto (CUDA when available, else CPU), cpu or cuda.",
@@ -445,7 +438,6 @@ class Settings(BaseSettings):
         "s3_access_key_id",
         "s3_secret_access_key",
         "model_path",
-        "imagenet_weights_path",
         mode="before",
     )
     @classmethod

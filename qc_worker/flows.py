@@ -36,7 +36,7 @@ from qc_worker.config import Settings
 from qc_worker.db.models import Job
 from qc_worker.frames import FrameSampler, VideoError, encode_thumbnail, probe
 from qc_worker.logs import log_context
-from qc_worker.pipeline import Outcome, Screener, Source
+from qc_worker.pipeline import Outcome, Screener, Source, load_detector
 from qc_worker.storage import RoutingStore, StorageError, TransientStorageError
 from qc_worker.vocabulary import JobKind, JobStatus, OutcomeStatus, TaskName
 
@@ -82,10 +82,8 @@ class WorkerContext:
     def screener(self) -> Screener:
         """The detector, loaded once per process on first use (or at worker start)."""
         if self._screener is None:
-            from qc_worker.detector.inference import Detector
-
             s = self.settings
-            detector = Detector.load(s.model_path, device=s.device, precision=s.precision)
+            detector = load_detector(s)
             self._screener = Screener(
                 s,
                 detector,

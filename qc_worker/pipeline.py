@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -116,6 +116,19 @@ class Analysis:
     report: RegionReport
     rois: list[Roi]
     observable: np.ndarray
+
+
+def load_detector(settings: Settings, path: Path | None = None) -> Detector:
+    """The detector as Settings ask for it: checkpoint (``path``, else ``QC_MODEL_PATH``, else
+    the shipped one), device, precision and images per forward pass (``QC_BATCH_SIZE``)."""
+    from qc_worker.detector.inference import Detector, InferenceConfig
+
+    return Detector.load(
+        path or settings.model_path,
+        device=settings.device,
+        precision=settings.precision,
+        config=InferenceConfig(batch_size=settings.batch_size),
+    )
 
 
 def find_subjects(rgb: np.ndarray, settings: Settings) -> tuple[list[Box], Foreground | None]:

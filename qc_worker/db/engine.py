@@ -12,9 +12,12 @@ worker survives a database restart. SQLite engines get, on every new connection:
 * real transactions: the pysqlite driver's own transaction handling is switched off and
   SQLAlchemy emits ``BEGIN`` itself, so SAVEPOINTs (``Session.begin_nested``) work.
 
-:func:`session_scope` is the usual way to do one unit of work::
+The screening code is handed a sessionmaker (:func:`get_sessionmaker`, one per process
+and URL) and does each unit of work as ``with sessions.begin() as session:`` (SQLAlchemy's
+own commit-or-roll-back block). :func:`session_scope` is the same block for a script or a
+test that has only an engine or a URL::
 
-    with session_scope() as session:
+    with session_scope(url) as session:
         save_screening(session, ...)
     # committed here; rolled back if the block raised
 """

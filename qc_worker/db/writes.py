@@ -6,9 +6,9 @@ insert and never fail with a duplicate-key error: on PostgreSQL the second waits
 first's row lock and then updates the row the first committed.
 
 The functions work inside the caller's transaction and do not commit; the caller owns the
-unit of work, usually :func:`qc_worker.db.engine.session_scope`::
+unit of work (the pipeline: ``with sessions.begin() as session:`` on its sessionmaker)::
 
-    with session_scope() as session:
+    with sessions.begin() as session:
         model = get_or_create_model_version(session, "smb-v3", checksum, metrics, thresholds)
         image = upsert_image(session, uri, sha256, width, height, "vendor", vendor="acme")
         save_screening(session, image.id, model.id, "review", scores, timings, regions, rois)

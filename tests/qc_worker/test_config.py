@@ -45,7 +45,6 @@ def test_defaults_are_the_embedded_setup(settings_env):
     assert s.local_root == Path(".")
     assert s.storage_kind == "local"
     assert s.model_path is None
-    assert s.imagenet_weights_path is None
     assert s.device == "auto"
     assert s.max_image_pixels == 100_000_000
     assert s.log_level == "INFO"

@@ -11,6 +11,7 @@ import struct
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from sqlalchemy import func, select
@@ -25,7 +26,7 @@ from qc_worker.db.models import Image as ImageRow
 from qc_worker.detector.checkpoint import save_checkpoint
 from qc_worker.detector.inference import Detector
 from qc_worker.detector.model import BlurDetector, ModelConfig
-from qc_worker.pipeline import Screener
+from qc_worker.pipeline import Screener, load_detector
 from qc_worker.storage import LocalStore
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "images"
@@ -120,6 +121,17 @@ def test_screening_twice_leaves_one_screening_per_image(db_url, tiny_checkpoint,
         assert c.scalar(select(func.count()).select_from(Screening)) == 2
         assert c.scalar(select(func.count()).select_from(CropRoi)) == 8
     engine.dispose()
+
+
+def test_qc_batch_size_sets_the_images_per_forward_pass(tiny_checkpoint, monkeypatch):
+    settings = Settings(_env_file=None, model_path=tiny_checkpoint, device="cpu", precision="fp32", batch_size=3)
+    detector = load_detector(settings)
+    assert detector.config.batch_size == 3 and detector.dtype is None
+    sizes = []
+    forward = detector._forward
+    monkeypatch.setattr(detector, "_forward", lambda batch: (sizes.append(len(batch)), forward(batch))[1])
+    detector.predict([np.zeros((64, 64, 3), np.uint8)] * 7)
+    assert sizes == [3, 3, 1]
 
 
 def test_the_checkpoints_frame_threshold_turns_on_the_whole_frame_rule(tmp_path):
