@@ -36,7 +36,8 @@ import numpy as np
 from model_training.evaluate import hf_blur_map, laplacian_variance
 from model_training.metrics import image_score, roc_auc
 from qc_worker.config import Settings
-from qc_worker.detector.faces import Box, Foreground
+from qc_worker.detector.boxes import Box
+from qc_worker.detector.faces import Foreground
 from qc_worker.detector.inference import Detector
 from qc_worker.detector.observable import observable_map
 from qc_worker.detector.regions import frame_median

@@ -30,7 +30,8 @@ from qc_worker.db.writes import (
     save_screening,
     upsert_image,
 )
-from qc_worker.detector.faces import Box, Foreground, detect_faces, salient_foreground
+from qc_worker.detector.boxes import Box
+from qc_worker.detector.faces import Foreground, detect_faces, salient_foreground
 from qc_worker.detector.observable import observable_map
 from qc_worker.detector.regions import RegionReport, analyse_regions
 from qc_worker.detector.roi import Roi, crop_safe_rois

@@ -14,15 +14,14 @@ convex hull, joined with the face boxes.
 It is deliberately crude and cheap (a few milliseconds at 1080p): it frames ROIs and gives
 the "foreground" region its pixels, nothing more.
 
-Boxes everywhere in the detector are ``(x0, y0, x1, y1)`` integer pixels with exclusive
-ends, so ``image[y0:y1, x0:x1]`` is the box and its area is ``(x1 - x0) * (y1 - y0)``.
+Boxes are those of :mod:`qc_worker.detector.boxes`.
 """
 
 from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -32,24 +31,18 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from qc_worker.config import FaceConfig
+from qc_worker.detector.boxes import Box, box_area, box_intersection, box_iou, clip_box
+from qc_worker.detector.saliency import spectral_residual
 
 __all__ = [
-    "Box",
     "FaceConfig",
     "FaceDetectorError",
     "Foreground",
     "SaliencyConfig",
-    "box_area",
-    "box_iou",
-    "clip_box",
     "detect_faces",
-    "expand_box",
     "load_cascades",
     "salient_foreground",
-    "union_box",
 ]
-
-Box = tuple[int, int, int, int]
 
 FRONTAL_CASCADE = "haarcascade_frontalface_default.xml"
 PROFILE_CASCADE = "haarcascade_profileface.xml"
@@ -75,52 +68,6 @@ class SaliencyConfig(BaseModel):
     )
     min_contrast: float = Field(
         2.0, ge=0.0, description="Grey standard deviation (0-255) below which nothing is salient."
-    )
-
-
-# --- boxes ----------------------------------------------------------------------------
-
-
-def box_area(box: Box) -> int:
-    x0, y0, x1, y1 = box
-    return max(0, x1 - x0) * max(0, y1 - y0)
-
-
-def _intersection(a: Box, b: Box) -> int:
-    return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
-
-
-def box_iou(a: Box, b: Box) -> float:
-    inter = _intersection(a, b)
-    union = box_area(a) + box_area(b) - inter
-    return inter / union if union else 0.0
-
-
-def clip_box(box: Sequence[float], width: int, height: int) -> Box:
-    """Round to integers and clip into a ``width`` x ``height`` image (may become empty)."""
-    x0, y0, x1, y1 = (int(round(float(v))) for v in box)
-    x0, x1 = min(max(x0, 0), width), min(max(x1, 0), width)
-    y0, y1 = min(max(y0, 0), height), min(max(y1, 0), height)
-    return (x0, y0, max(x0, x1), max(y0, y1))
-
-
-def expand_box(box: Box, margin: float, width: int, height: int) -> Box:
-    """Grow ``box`` by ``margin`` times its width/height on every side, clipped."""
-    x0, y0, x1, y1 = box
-    dx, dy = margin * (x1 - x0), margin * (y1 - y0)
-    return clip_box((x0 - dx, y0 - dy, x1 + dx, y1 + dy), width, height)
-
-
-def union_box(boxes: Iterable[Box]) -> Box | None:
-    """The smallest box holding every non-empty box given; None when there is none."""
-    boxes = [b for b in boxes if box_area(b) > 0]
-    if not boxes:
-        return None
-    return (
-        min(b[0] for b in boxes),
-        min(b[1] for b in boxes),
-        max(b[2] for b in boxes),
-        max(b[3] for b in boxes),
     )
 
 
@@ -180,7 +127,7 @@ def _is_duplicate(box: Box, kept: Sequence[Box], config: FaceConfig) -> bool:
     for other in kept:
         if box_iou(box, other) > config.duplicate_iou:
             return True
-        if area and _intersection(box, other) / area >= config.duplicate_containment:
+        if area and box_intersection(box, other) / area >= config.duplicate_containment:
             return True
     return False
 
@@ -247,11 +194,7 @@ def _saliency_mask(gray: np.ndarray, config: SaliencyConfig) -> np.ndarray | Non
     small = small.astype(np.float32)
     if float(small.std()) < config.min_contrast:
         return None
-    spectrum = np.fft.fft2(small)
-    log_amplitude = np.log(np.abs(spectrum) + 1e-6).astype(np.float32)
-    residual = log_amplitude - cv2.blur(log_amplitude, (3, 3), borderType=cv2.BORDER_REFLECT)
-    saliency = np.abs(np.fft.ifft2(np.exp(residual + 1j * np.angle(spectrum)))) ** 2
-    saliency = cv2.GaussianBlur(saliency.astype(np.float32), (0, 0), config.sigma)
+    saliency = spectral_residual(small, config.sigma)
     mean = float(saliency.mean())
     if not np.isfinite(mean) or mean <= 0:
         return None

@@ -64,7 +64,8 @@ import cv2
 import numpy as np
 
 from qc_worker.config import RegionConfig
-from qc_worker.detector.faces import Box, Foreground, box_area, clip_box
+from qc_worker.detector.boxes import Box, box_area, clip_box
+from qc_worker.detector.faces import Foreground
 from qc_worker.vocabulary import RegionKind, RegionVerdict
 from qc_worker.vocabulary import Verdict as ImageVerdict
 

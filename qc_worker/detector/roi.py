@@ -36,7 +36,8 @@ import cv2
 import numpy as np
 
 from qc_worker.config import RoiConfig, parse_aspect
-from qc_worker.detector.faces import Box, Foreground, box_area, clip_box, expand_box, union_box
+from qc_worker.detector.boxes import Box, box_area, clip_box, expand_box, union_box
+from qc_worker.detector.faces import Foreground
 
 __all__ = ["Roi", "RoiConfig", "best_crop", "blur_integral", "crop_safe_rois", "parse_aspect"]
 

@@ -16,6 +16,7 @@ from model_training.synth.masks.base import (
     _LastImageCache,
     _to_u8,
 )
+from qc_worker.detector.saliency import spectral_residual
 
 logger = logging.getLogger(__name__)
 
@@ -25,19 +26,13 @@ _GRABCUT_RNG_SEED = 0x5EED
 
 
 def spectral_residual_saliency(gray: np.ndarray, size: int = 64) -> np.ndarray:
-    """Hou & Zhang (2007) saliency in [0, 1] at ``size`` x ``size``.
-
-    Implemented here because opencv-contrib's ``cv2.saliency`` is not in the headless build;
-    the log-spectrum residual singles out what is statistically unusual in the image.
-    """
+    """Hou & Zhang (2007) saliency in [0, 1] at ``size`` x ``size``: screening's own
+    (:func:`qc_worker.detector.saliency.spectral_residual`), normalised for blending with
+    the centre prior."""
     small = cv2.resize(gray.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
     if float(small.std()) < 1e-3:
         return np.zeros((size, size), np.float32)
-    spectrum = np.fft.fft2(small)
-    log_amplitude = np.log(np.abs(spectrum) + 1e-6).astype(np.float32)
-    residual = log_amplitude - cv2.blur(log_amplitude, (3, 3))
-    saliency = np.abs(np.fft.ifft2(np.exp(residual + 1j * np.angle(spectrum)))) ** 2
-    saliency = cv2.GaussianBlur(saliency.astype(np.float32), (0, 0), sigmaX=size / 24)
+    saliency = spectral_residual(small, size / 24)
     saliency -= saliency.min()
     peak = float(saliency.max())
     return saliency / peak if peak > 0 else saliency

@@ -7,18 +7,15 @@ import cv2
 import numpy as np
 import pytest
 
+from qc_worker.detector.boxes import box_iou, clip_box, expand_box, union_box
 from qc_worker.detector.faces import (
     FaceConfig,
     FaceDetectorError,
     Foreground,
     SaliencyConfig,
-    box_iou,
-    clip_box,
     detect_faces,
-    expand_box,
     load_cascades,
     salient_foreground,
-    union_box,
 )
 
 PORTRAIT = Path(__file__).resolve().parents[3] / "samples" / "images" / "portrait_A000069.jpg"

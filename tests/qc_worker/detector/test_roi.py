@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from qc_worker.detector.faces import Foreground, expand_box
+from qc_worker.detector.boxes import expand_box
+from qc_worker.detector.faces import Foreground
 from qc_worker.detector.roi import (
     RoiConfig,
     best_crop,
