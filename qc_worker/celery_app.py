@@ -27,10 +27,10 @@ from celery.schedules import crontab
 from kombu import Queue
 
 from qc_worker.config import Settings, get_settings
-from qc_worker.vocabulary import TaskName
+from qc_worker.vocabulary import QueueName, TaskName
 
 #: Every queue, in the order a worker serves them (the rescan queue yields to the others).
-QUEUES = ("frames", "vendor", "screen", "rescan")
+QUEUES = tuple(q.value for q in QueueName)
 
 #: Seconds a new pool process may take to load the model and report that it is up.
 PROCESS_START_TIMEOUT_S = 120.0

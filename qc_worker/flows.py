@@ -10,6 +10,10 @@ only) and every flow is safe to run twice:
 * a chunk screens only items still ``pending``; screenings are upserts per (image, model);
 * :func:`qc_worker.jobs.finalise_job` recounts from the rows.
 
+The jobs themselves are created here too (:func:`create_title_jobs`,
+:func:`create_submission_job`, :func:`create_rescan_job`) and sent with :func:`queue_jobs`,
+so the CLI only parses arguments and reports.
+
 Errors: :class:`~qc_worker.storage.TransientStorageError`, database connection errors and
 :class:`ModelMismatch` propagate for the task to retry; everything that is the input's
 fault (a video that does not decode, a missing key) is recorded and the flow goes on.
@@ -32,6 +36,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from qc_worker import jobs
+from qc_worker.catalog import CatalogRow
 from qc_worker.config import Settings
 from qc_worker.db.models import Job
 from qc_worker.frames import FrameSampler, VideoError, encode_thumbnail, probe
@@ -44,6 +49,8 @@ log = logging.getLogger(__name__)
 
 #: ``dispatch(task_name, args, queue)`` queues follow-up work.
 Dispatch = Callable[[str, list, str], None]
+#: How the CLI sends a new job's task: ``send(task, job_id)``.
+Send = Callable[[TaskName, int], None]
 
 
 class ModelMismatch(Exception):
@@ -243,6 +250,49 @@ def run_rescan_plan(ctx: WorkerContext, job_id: int, dispatch: Dispatch) -> None
             jobs.add_items(s, job_id, [{"uri": u} for u in uris])
             jobs.mark_planned(s, job_id, model_version_id=screener.model_version_id)
     _dispatch_pending(ctx, job_id, "rescan", dispatch)
+
+
+def create_title_jobs(sessions: sessionmaker[Session], rows: Sequence[CatalogRow]) -> list[int]:
+    """One frame-extraction job per catalog row (its title upserted), in one transaction."""
+    created = []
+    with sessions.begin() as s:
+        for row in rows:
+            title = jobs.upsert_title(s, row.title_id, row.name)
+            payload = {"video_uri": row.video_uri, "catalog_line": row.line}
+            created.append(jobs.create_job(s, JobKind.FRAMES, payload, title_id=title.id).id)
+    return created
+
+
+def create_submission_job(sessions: sessionmaker[Session], uris: Sequence[str], vendor: str) -> int:
+    """One vendor job for every image named (the worker lists prefixes and folders)."""
+    with sessions.begin() as s:
+        return jobs.create_job(s, JobKind.VENDOR, {"uris": list(uris), "vendor": vendor}).id
+
+
+class QueueUnreachable(Exception):
+    """The broker refused the jobs' tasks; the jobs not sent were marked failed."""
+
+    def __init__(self, message: str, failed: int) -> None:
+        super().__init__(message)
+        self.failed = failed
+
+
+def queue_jobs(sessions: sessionmaker[Session], to_send: Sequence[tuple[int, TaskName]], send: Send) -> None:
+    """Send one task per new job with ``send(task, job_id)``. When the broker cannot be
+    reached, every job not yet sent is marked failed with the reason before
+    :class:`QueueUnreachable` is raised: its row says so, and nothing waits forever for a
+    message that never left."""
+    sent = 0
+    try:
+        for job_id, task in to_send:
+            send(task, job_id)
+            sent += 1
+    except Exception as exc:  # kombu raises several types for an unreachable broker
+        reason = f"could not queue the job: {type(exc).__name__}: {exc}"
+        with sessions.begin() as s:
+            for job_id, _ in to_send[sent:]:
+                jobs.fail_job(s, job_id, reason)
+        raise QueueUnreachable(f"{type(exc).__name__}: {exc}", len(to_send) - sent) from exc
 
 
 def create_rescan_job(

@@ -22,6 +22,7 @@ __all__ = [
     "JobKind",
     "JobStatus",
     "OutcomeStatus",
+    "QueueName",
     "RegionKind",
     "RegionVerdict",
     "SourceKind",
@@ -109,6 +110,15 @@ class FailureKind(StrEnum):
     DATABASE = "database"
     STORAGE = "storage"
     OTHER = "other"
+
+
+class QueueName(StrEnum):
+    """The job queues, in the order a worker serves them (the rescan queue yields to the others)."""
+
+    FRAMES = "frames"
+    VENDOR = "vendor"
+    SCREEN = "screen"
+    RESCAN = "rescan"
 
 
 class TaskName(StrEnum):

@@ -296,7 +296,7 @@ def test_dockerignore_leaves_out(path: str) -> None:
     [
         "pyproject.toml",
         "README.md",
-        "qc_worker/cli.py",
+        "qc_worker/cli/__init__.py",
         WEIGHTS,
         "model_training/cli.py",
         "migrations/env.py",

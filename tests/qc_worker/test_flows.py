@@ -99,3 +99,34 @@ def test_a_transient_error_does_not_count_against_the_images(ctx, tmp_path):
         flows.run_screen_chunk(ctx, job_id, item_ids)
     with ctx.sessions() as s:
         assert jobs.item_attempts(s, item_ids) == dict.fromkeys(item_ids, 0)
+
+
+def test_jobs_are_created_and_those_the_broker_refused_are_marked_failed(ctx):
+    from qc_worker.catalog import parse_catalog
+    from qc_worker.db.models import Job, Title
+    from qc_worker.vocabulary import TaskName
+
+    rows, problems = parse_catalog(b"title_id,name,video_uri\nt1,One,a.mp4\nt2,Two,b.mp4\n")
+    assert not problems
+    title_jobs = flows.create_title_jobs(ctx.sessions, rows)
+    vendor_job = flows.create_submission_job(ctx.sessions, ["x.jpg", "s3://b/p/"], "acme")
+    sent = []
+
+    def send(task, job_id):
+        if len(sent) == 2:
+            raise ConnectionError("broker down")
+        sent.append((job_id, task))
+
+    to_send = [(j, TaskName.EXTRACT_FRAMES) for j in title_jobs] + [(vendor_job, TaskName.SCREEN_SUBMISSION)]
+    with pytest.raises(flows.QueueUnreachable, match="broker down") as caught:
+        flows.queue_jobs(ctx.sessions, to_send, send)
+    assert caught.value.failed == 1 and sent == to_send[:2]
+    with ctx.sessions() as s:
+        by_id = {j.id: j for j in s.scalars(select(Job))}
+        assert {t.external_id for t in s.scalars(select(Title))} == {"t1", "t2"}
+    assert [by_id[j].kind for j in title_jobs] == [JobKind.FRAMES] * 2
+    assert by_id[title_jobs[0]].payload["video_uri"] == "a.mp4"
+    assert by_id[vendor_job].payload["uris"] == ["x.jpg", "s3://b/p/"] and by_id[vendor_job].payload["vendor"] == "acme"
+    assert [by_id[j].status for j in title_jobs] == [JobStatus.QUEUED] * 2
+    assert by_id[vendor_job].status == JobStatus.FAILED
+    assert "could not queue the job: ConnectionError: broker down" in by_id[vendor_job].error
