@@ -4,9 +4,9 @@ For each image of the title (``images.title_id``, or a video of the title) or of
 (``job_items`` and ``images.job_id``) the page shows:
 
 * the thumbnail with its overlay: the stored overlay image (``screenings.overlay_uri``) when
-  it can be read, else the stored regions and crops drawn onto the thumbnail with Pillow
-  (red = blurred, green = sharp, faces labelled; crop-safe ROIs dashed, one colour per
-  aspect ratio, labelled safe / unsafe);
+  it can be read, else the stored regions and crops drawn onto the thumbnail by the one box
+  renderer (:func:`qc_worker.overlay.draw_boxes`: red = blurred, green = sharp faces,
+  labelled; crop-safe ROIs one colour per aspect ratio, labelled safe / unsafe);
 * the verdict (coloured), score, worst region, face blur, the model version's name;
 * the best safe crop of each aspect ratio, as a small cropped image;
 * the timestamp in the video for frames;
@@ -20,32 +20,39 @@ allows nothing but ``data:`` images, the page's own style block and its one tiny
 (which writes ``data-images-loaded="N/M"`` on ``<body>`` once the images have decoded, for
 checks in a headless browser). Every piece of text from the database (file names, reasons,
 labels) is escaped: it comes from untrusted input.
+
+The page is the Jinja2 template ``templates/report.html.j2`` (autoescaped) and its CSS
+``templates/report.css``; the rows come from :mod:`qc_worker.db.queries`. This module
+decides what each card says and prepares its pictures.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import html
 import io
 import logging
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Literal, Protocol
 
+import jinja2
+import numpy as np
+from markupsafe import Markup
 from PIL import Image as PILImage
-from PIL import ImageDraw, ImageFont
-from sqlalchemy import or_, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from qc_worker.config import RegionConfig, Settings
-from qc_worker.db.models import BlurRegion, CropRoi, Image, Job, JobItem, Screening, Title, Video
+from qc_worker.db import queries
+from qc_worker.db.models import BlurRegion, CropRoi, Image, Job, Screening, Title
 from qc_worker.detector.regions import worst_region
 from qc_worker.images import DEFAULT_MAX_PIXELS, ImageError, decode_image
+from qc_worker.overlay import draw_boxes
 from qc_worker.storage import StorageError
-from qc_worker.vocabulary import ImageStatus, JobItemStatus
+from qc_worker.vocabulary import ImageStatus, JobItemStatus, RegionKind
 
 __all__ = [
     "Report",
@@ -62,6 +69,7 @@ log = logging.getLogger(__name__)
 TitleKey = Literal["auto", "id", "external"]
 #: What became of an image, in the order the page counts them.
 OUTCOMES = ("pass", "review", "reject", "failed", "unscreened")
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
 class Reader(Protocol):
@@ -143,9 +151,9 @@ def resolve_title(session: Session, key: str, by: TitleKey = "auto") -> Title:
     key = key.strip()
     by_id = by_ext = None
     if by in ("auto", "id") and key.isdigit():
-        by_id = session.get(Title, int(key))
+        by_id = queries.title_by_id(session, int(key))
     if by in ("auto", "external"):
-        by_ext = session.execute(select(Title).where(Title.external_id == key)).scalar_one_or_none()
+        by_ext = queries.title_by_external_id(session, key)
     if by_id is not None and by_ext is not None and by_id.id != by_ext.id:
         raise ReportError(
             f"{key!r} is title id {by_id.id} and also the external id of title {by_ext.id}: "
@@ -170,13 +178,7 @@ def title_report(
 ) -> Report:
     """The report of every image of a title (by id or external id, see :func:`resolve_title`)."""
     title = resolve_title(session, key, by)
-    videos = select(Video.id).where(Video.title_id == title.id)
-    images = (
-        session.execute(select(Image).where(or_(Image.title_id == title.id, Image.video_id.in_(videos))))
-        .scalars()
-        .all()
-    )
-    entries = [_image_entry(i) for i in images]
+    entries = [_image_entry(i) for i in queries.title_images(session, title.id)]
     entries.sort(key=_frame_order)
     name = f" \N{EM DASH} {title.name}" if title.name else ""
     subject = f"title {title.id} ({title.external_id}){name}"
@@ -194,14 +196,8 @@ def job_report(session: Session, job_id: int, store: Reader, *, options: ReportO
     job = session.get(Job, job_id)
     if job is None:
         raise ReportError(f"no job with id {job_id}")
-    items = session.execute(select(JobItem).where(JobItem.job_id == job.id).order_by(JobItem.id)).scalars().all()
-    item_image_ids = [i.image_id for i in items if i.image_id is not None]
-    images = {
-        i.id: i
-        for i in session.execute(
-            select(Image).where(or_(Image.job_id == job.id, Image.id.in_(item_image_ids)))
-        ).scalars()
-    }
+    items = queries.job_items(session, job)
+    images = queries.job_images(session, job, (i.image_id for i in items if i.image_id is not None))
     entries: list[_Entry] = []
     seen: set[int] = set()
     for item in items:
@@ -258,25 +254,9 @@ def _frame_order(e: _Entry) -> tuple:
 
 
 def _attach_newest_screenings(session: Session, entries: Sequence[_Entry]) -> None:
-    """Each entry's newest screening (highest model version id), regions/ROIs loaded."""
     by_image = {e.image.id: e for e in entries if e.image is not None}
-    ids = list(by_image)
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        rows = session.execute(
-            select(Screening)
-            .where(Screening.image_id.in_(chunk))
-            .options(
-                selectinload(Screening.regions),
-                selectinload(Screening.rois),
-                selectinload(Screening.model_version),
-            )
-            .order_by(Screening.image_id, Screening.model_version_id.desc())
-        ).scalars()
-        for screening in rows:
-            entry = by_image[screening.image_id]
-            if entry.screening is None:
-                entry.screening = screening
+    for image_id, screening in queries.newest_screenings(session, by_image).items():
+        by_image[image_id].screening = screening
 
 
 # --- page --------------------------------------------------------------------------------
@@ -285,69 +265,62 @@ _STATUS_SCRIPT = (
     "for(i=0;i<m.length;i++){if(m[i].complete&&m[i].naturalWidth>0){n++}}"
     "document.body.setAttribute('data-images-loaded',n+'/'+m.length)});"
 )
-_CSS = """
-:root{--pass:#1a7f37;--review:#b7791f;--reject:#c62828;--failed:#6b3fa0;--unscreened:#6b7280}
-*{box-sizing:border-box}
-body{margin:0;padding:20px 24px;font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;
-background:#eef0f3;color:#1d1f23}
-h1{font-size:22px;margin:0 0 4px}
-header{margin-bottom:16px}
-.facts{display:flex;flex-wrap:wrap;gap:4px 18px;margin:6px 0;color:#444}
-.facts b{color:#1d1f23;font-weight:600}
-.counts{display:flex;flex-wrap:wrap;gap:8px;margin:10px 0}
-.pill{border-radius:999px;padding:2px 10px;color:#fff;font-weight:600;font-size:13px}
-.pill.total{background:#374151}
-.pass .badge,.pill.pass{background:var(--pass)}
-.review .badge,.pill.review{background:var(--review)}
-.reject .badge,.pill.reject{background:var(--reject)}
-.failed .badge,.pill.failed{background:var(--failed)}
-.unscreened .badge,.pill.unscreened{background:var(--unscreened)}
-.legend{color:#555;font-size:12.5px}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:16px}
-.card{background:#fff;border-radius:8px;padding:12px 14px;border-top:6px solid var(--unscreened);
-box-shadow:0 1px 3px rgba(0,0,0,.12);overflow:hidden}
-.card.pass{border-top-color:var(--pass)}
-.card.review{border-top-color:var(--review)}
-.card.reject{border-top-color:var(--reject)}
-.card.failed{border-top-color:var(--failed)}
-.head{display:flex;align-items:baseline;gap:10px;margin-bottom:4px}
-.name{font-weight:600;font-size:15px;word-break:break-all;flex:1}
-.badge{border-radius:4px;padding:1px 8px;color:#fff;font-weight:700;text-transform:uppercase;
-font-size:12px;letter-spacing:.04em}
-.uri{font:12px ui-monospace,Menlo,Consolas,monospace;color:#666;word-break:break-all}
-.thumb{margin:8px 0}
-.thumb img{display:block;max-width:100%;height:auto;border-radius:4px}
-.placeholder{display:flex;align-items:center;justify-content:center;text-align:center;
-min-height:180px;padding:16px;border-radius:4px;color:#4b5563;word-break:break-word;
-background:repeating-linear-gradient(45deg,#f3f4f6 0 12px,#e5e7eb 12px 24px)}
-dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 12px;margin:6px 0}
-dt{color:#6b7280}
-dd{margin:0;word-break:break-word}
-.blurred{color:var(--reject);font-weight:600}
-.sharp{color:var(--pass)}
-.note{color:#92400e;font-size:12.5px}
-.reason{color:var(--failed);font-weight:600;word-break:break-word}
-.crops{display:flex;flex-wrap:wrap;gap:10px;margin-top:6px}
-.crops figure{margin:0;font-size:12px;color:#444}
-.crops img{display:block;max-height:120px;max-width:200px;border-radius:3px;margin-bottom:2px}
-.nocrop{font-size:12px;color:#6b7280;margin-top:4px}
-footer{margin-top:20px;color:#6b7280;font-size:12px}
-"""
 
 
 def _csp_hash(text: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
 
 
-_CSP = (
-    f"default-src 'none'; img-src data:; style-src {_csp_hash(_CSS)}; "
-    f"script-src {_csp_hash(_STATUS_SCRIPT)}; base-uri 'none'; form-action 'none'"
-)
+@cache
+def _page() -> tuple[jinja2.Template, Markup, Markup]:
+    """The page template, its CSS and the Content-Security-Policy that allows exactly them."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined
+    )
+    css = (TEMPLATES / "report.css").read_text(encoding="utf-8")
+    csp = (
+        f"default-src 'none'; img-src data:; style-src {_csp_hash(css)}; "
+        f"script-src {_csp_hash(_STATUS_SCRIPT)}; base-uri 'none'; form-action 'none'"
+    )
+    return env.get_template("report.html.j2"), Markup(css), Markup(csp)
 
 
-def _e(value: object) -> str:
-    """Escaped text for HTML content and quoted attribute values."""
-    return html.escape(str(value), quote=True)
+@dataclass
+class _Picture:
+    """The thumbnail slot of a card: an embedded JPEG (drawn or stored overlay) or a placeholder."""
+
+    kind: Literal["drawn", "overlay", "placeholder"]
+    text: str = ""
+    src: str = ""
+    alt: str = ""
+    width: int = 0
+    height: int = 0
+
+
+@dataclass
+class _Crop:
+    aspect: str
+    src: str
+    width: int
+    height: int
+    caption: str
+
+
+@dataclass
+class _Card:
+    """What one image's card says; the template lays it out and escapes every string."""
+
+    outcome: str
+    name: str
+    uri: str
+    image_id: int | None
+    picture: _Picture
+    #: (label, parts): a part is (CSS class or None, text); parts are joined by ", ".
+    rows: list[tuple[str, list[tuple[str | None, str]]]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    crops: list[_Crop] = field(default_factory=list)
+    missing: str = ""
+    broken: bool = False
 
 
 def _render(
@@ -370,165 +343,113 @@ def _render(
     counts["images"] = len(entries)
     cards = [_guarded_card(e, store, options) for e in entries]
     counts["unreadable"] = sum(1 for c in cards if c[1])
-    pills = [f'<span class="pill total">{len(entries)} images</span>'] + [
-        f'<span class="pill {k}">{counts[k]} {k}</span>' for k in OUTCOMES if counts[k]
-    ]
-    model_text = ", ".join(f"{_e(n)} ({c})" for n, c in sorted(models.items())) or "none"
-    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    body = "\n".join(c[0] for c in cards) or "<p>No images recorded.</p>"
-    page = f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="{_e(_CSP)}">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Artwork QC report: {_e(heading)}</title>
-<style>{_CSS}</style>
-</head>
-<body data-images="{len(entries)}">
-<header>
-<h1>Artwork QC report: {_e(heading)}</h1>
-<div class="facts">{"".join(f"<span>{_e(k)}: <b>{_e(v)}</b></span>" for k, v in facts)}</div>
-<div class="counts">{"".join(pills)}</div>
-<div class="facts"><span>model versions: <b>{model_text}</b></span>
-<span>generated: <b>{generated}</b></span></div>
-<div class="legend">Boxes drawn on thumbnails: red = blurred region, green = sharp region
-(faces labelled with their blurred share); dashed = best crop of each aspect ratio, marked safe
-or unsafe. An overlay stored at screening time (blur heat map) is shown instead when it can be
-read.</div>
-</header>
-<main class="grid">
-{body}
-</main>
-<footer>{_e(subject)}; newest screening per image (highest model version). Self-contained:
-every image is embedded.</footer>
-<script>{_STATUS_SCRIPT}</script>
-</body>
-</html>
-"""
+    template, css, csp = _page()
+    page = template.render(
+        csp=csp,
+        css=css,
+        script=Markup(_STATUS_SCRIPT),
+        heading=heading,
+        subject=subject,
+        facts=facts,
+        pills=[(k, counts[k]) for k in OUTCOMES if counts[k]],
+        models=", ".join(f"{n} ({c})" for n, c in sorted(models.items())),
+        generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        cards=[c[0] for c in cards],
+    )
     return Report(page, subject, counts)
 
 
 # --- one image ---------------------------------------------------------------------------
-def _guarded_card(e: _Entry, store: Reader, options: ReportOptions) -> tuple[str, bool]:
+def _guarded_card(e: _Entry, store: Reader, options: ReportOptions) -> tuple[_Card, bool]:
     """:func:`_card`, or a card that says what went wrong: one odd image or store error
     (an S3 client failing in a way nobody foresaw) never costs the whole page."""
     try:
         return _card(e, store, options)
     except Exception as exc:  # the page must still be written
         log.exception("report: cannot show %s", e.uri)
-        outcome = e.outcome
-        ident = f' data-image-id="{e.image.id}"' if e.image is not None else ""
-        card = (
-            f'<section class="card {outcome}" data-outcome="{outcome}"{ident}>'
-            f'<div class="head"><span class="name">{_e(Path(e.uri).name or e.uri)}</span>'
-            f'<span class="badge">{_e(outcome)}</span></div><div class="uri">{_e(e.uri)}</div>'
-            f'<div class="thumb">{_placeholder(f"cannot show this image: {exc}")}</div>'
-            "</section>"
-        )
-        return card, True
+        picture = _Picture("placeholder", text=f"cannot show this image: {exc}")
+        image_id = e.image.id if e.image is not None else None
+        return _Card(e.outcome, Path(e.uri).name or e.uri, e.uri, image_id, picture, broken=True), True
 
 
-def _card(e: _Entry, store: Reader, options: ReportOptions) -> tuple[str, bool]:
+def _card(e: _Entry, store: Reader, options: ReportOptions) -> tuple[_Card, bool]:
     """One image's card, and whether its image (not failed at screening) cannot be read now."""
-    outcome = e.outcome
-    name = Path(e.uri).name or e.uri
     s = e.screening if e.failure is None else None
-    rows: list[tuple[str, str]] = []  # (label, already-escaped HTML)
-    notes: list[str] = []
-    picture = ""
-    crops_html = ""
+    image = e.image
+    card = _Card(
+        e.outcome, Path(e.uri).name or e.uri, e.uri, image.id if image is not None else None, _Picture("placeholder")
+    )
     unreadable = False
     if e.failure is not None:
-        rows.append(("failure", f'<span class="reason">{_e(e.failure)}</span>'))
-        picture = _placeholder(f"not screened: {e.failure}")
+        card.rows.append(("failure", [("reason", e.failure)]))
+        card.picture = _Picture("placeholder", text=f"not screened: {e.failure}")
     else:
-        shown = _pictures(e, s, store, options)
-        picture, crops_html, notes, unreadable = shown
+        unreadable = _pictures(card, e, s, store, options)
     if e.timestamp_s is not None or e.frame_index is not None:
         parts = []
         if e.timestamp_s is not None:
             parts.append(_timestamp(e.timestamp_s))
         if e.frame_index is not None:
             parts.append(f"frame {e.frame_index}")
-        rows.append(("in video", _e(" / ".join(parts))))
+        card.rows.append(("in video", [(None, " / ".join(parts))]))
     if s is not None:
         scores = s.scores or {}
         score = scores.get("score")
-        rows.append(("score", _e(f"{score:.2f}" if isinstance(score, (int, float)) else "-")))
+        card.rows.append(("score", [(None, f"{score:.2f}" if isinstance(score, (int, float)) else "-")]))
         bf = scores.get("blurred_fraction")
         if isinstance(bf, (int, float)):
-            rows.append(("blurred area", _e(f"{bf:.1%}")))
-        rows.append(("worst region", _e(_worst_text(worst_region(s.regions, options.face_review_limit)))))
-        rows.append(("face blur", _faces_html(s.regions)))
+            card.rows.append(("blurred area", [(None, f"{bf:.1%}")]))
+        card.rows.append(("worst region", [(None, _worst_text(worst_region(s.regions, options.face_review_limit)))]))
+        card.rows.append(("face blur", _faces(s.regions)))
         reasons = scores.get("reasons") or []
         if isinstance(reasons, list) and reasons:
-            rows.append(("why", _e("; ".join(str(r) for r in reasons))))
-        rows.append(("model", _e(s.model_version.name)))
-        rows.append(("screened", _e(s.updated_at.strftime("%Y-%m-%d %H:%M UTC"))))
+            card.rows.append(("why", [(None, "; ".join(str(r) for r in reasons))]))
+        card.rows.append(("model", [(None, s.model_version.name)]))
+        card.rows.append(("screened", [(None, s.updated_at.strftime("%Y-%m-%d %H:%M UTC"))]))
     elif e.failure is None:
-        rows.append(("screening", "pending" if e.pending else "not screened yet"))
-    image = e.image
+        card.rows.append(("screening", [(None, "pending" if e.pending else "not screened yet")]))
     if image is not None and image.width and image.height:
-        rows.append(("size", _e(f"{image.width}\N{MULTIPLICATION SIGN}{image.height}")))
+        card.rows.append(("size", [(None, f"{image.width}\N{MULTIPLICATION SIGN}{image.height}")]))
     if image is not None and image.vendor:
-        rows.append(("vendor", _e(image.vendor)))
-    dl = "".join(f"<dt>{_e(k)}</dt><dd>{v}</dd>" for k, v in rows)
-    note_html = "".join(f'<div class="note">{_e(n)}</div>' for n in notes)
-    ident = f' data-image-id="{image.id}"' if image is not None else ""
-    card = f"""<section class="card {outcome}" data-outcome="{outcome}"{ident}>
-<div class="head"><span class="name">{_e(name)}</span><span class="badge">{_e(outcome)}</span></div>
-<div class="uri">{_e(e.uri)}</div>
-<div class="thumb">{picture}</div>
-{note_html}<dl>{dl}</dl>
-{crops_html}</section>"""
+        card.rows.append(("vendor", [(None, image.vendor)]))
     return card, unreadable
 
 
-def _pictures(
-    e: _Entry, s: Screening | None, store: Reader, options: ReportOptions
-) -> tuple[str, str, list[str], bool]:
-    """(thumbnail HTML, crops HTML, notes, unreadable) for an image that is not failed."""
-    notes: list[str] = []
+def _pictures(card: _Card, e: _Entry, s: Screening | None, store: Reader, options: ReportOptions) -> bool:
+    """Fill the card's thumbnail, notes and crops; True when the image cannot be read now."""
     try:
-        data = _read(store, e.uri)
+        data = store.read(e.uri)
         rgb = decode_image(data, options.max_pixels)
     except (StorageError, ImageError, OSError) as exc:
         log.warning("report: cannot show %s: %s", e.uri, exc)
-        return _placeholder(f"image not readable: {exc}"), "", notes, True
+        card.picture = _Picture("placeholder", text=f"image not readable: {exc}")
+        return True
     if e.image is not None and e.image.sha256 and hashlib.sha256(data).hexdigest() != e.image.sha256:
-        notes.append("The file has changed since it was screened: boxes may not match.")
+        card.notes.append("The file has changed since it was screened: boxes may not match.")
     base = PILImage.fromarray(rgb)
     thumb = None
-    kind = "drawn"
+    kind: Literal["drawn", "overlay"] = "drawn"
     if s is not None and s.overlay_uri:
         try:
-            thumb = _thumbnail(
-                PILImage.fromarray(decode_image(_read(store, s.overlay_uri), options.max_pixels)),
-                options.thumb_side,
-            )
+            overlay = decode_image(store.read(s.overlay_uri), options.max_pixels)
+            thumb = _thumbnail(PILImage.fromarray(overlay), options.thumb_side)
             kind = "overlay"
         except (StorageError, ImageError, OSError) as exc:
-            notes.append(f"Stored overlay not readable ({exc}); boxes drawn instead.")
+            card.notes.append(f"Stored overlay not readable ({exc}); boxes drawn instead.")
     if thumb is None:
         thumb = _thumbnail(base, options.thumb_side)
         if s is not None:
-            _draw_boxes(thumb, base.size, s.regions, s.rois)
-    alt = f"{Path(e.uri).name} ({kind})"
-    picture = (
-        f'<img src="{_data_uri(thumb, options.jpeg_quality)}" alt="{_e(alt)}" '
-        f'width="{thumb.width}" height="{thumb.height}" data-kind="{kind}">'
+            thumb = _drawn(thumb, base.size, s.regions, s.rois)
+    card.picture = _Picture(
+        kind,
+        src=_data_uri(thumb, options.jpeg_quality),
+        alt=f"{Path(e.uri).name} ({kind})",
+        width=thumb.width,
+        height=thumb.height,
     )
-    crops_html = _crops_html(base, s.rois, options) if s is not None else ""
-    return picture, crops_html, notes, False
-
-
-def _read(store: Reader, uri: str) -> bytes:
-    return store.read(uri)
-
-
-def _placeholder(text: str) -> str:
-    return f'<div class="placeholder">{_e(text)}</div>'
+    if s is not None:
+        card.crops, card.missing = _crops(base, s.rois, options)
+    return False
 
 
 def _thumbnail(im: PILImage.Image, side: int) -> PILImage.Image:
@@ -552,99 +473,40 @@ def _timestamp(seconds: float) -> str:
 
 
 # --- regions and crops -------------------------------------------------------------------
-_RED = (230, 30, 30)
-_GREEN = (30, 190, 60)
-_ASPECT_COLOURS = [(255, 200, 0), (0, 190, 255), (255, 0, 200), (140, 90, 255), (255, 255, 255)]
-
-
 def _box(obj: BlurRegion | CropRoi) -> tuple[int, int, int, int]:
     return obj.x0, obj.y0, obj.x1, obj.y1
 
 
-def _aspects(rois: Iterable[CropRoi]) -> list[str]:
-    return list(dict.fromkeys(r.aspect for r in rois))
-
-
-def _draw_boxes(
-    thumb: PILImage.Image,
-    size: tuple[int, int],
-    regions: Sequence[BlurRegion],
-    rois: Sequence[CropRoi],
-) -> None:
-    """Draw regions (red blurred / green sharp; faces labelled) and ROIs (dashed) in place."""
+def _drawn(
+    thumb: PILImage.Image, size: tuple[int, int], regions: Sequence[BlurRegion], rois: Sequence[CropRoi]
+) -> PILImage.Image:
+    """The thumbnail with the stored regions and crops drawn by the overlay's renderer."""
     sx, sy = thumb.width / max(size[0], 1), thumb.height / max(size[1], 1)
-    draw = ImageDraw.Draw(thumb)
-    font = ImageFont.load_default()
 
-    def scaled(box: tuple[int, int, int, int]) -> tuple[float, float, float, float]:
-        x0, y0, x1, y1 = box
-        return x0 * sx, y0 * sy, max(x1 * sx - 1, x0 * sx), max(y1 * sy - 1, y0 * sy)
+    def scaled(obj: BlurRegion | CropRoi) -> list[float]:
+        x0, y0, x1, y1 = _box(obj)
+        return [x0 * sx, y0 * sy, x1 * sx, y1 * sy]
 
     faces = 0
+    region_dicts = []
     for r in regions:
-        if r.kind == "grid":
-            continue
-        if r.kind == "foreground" and r.verdict != "blurred":
-            continue
-        colour = _RED if r.verdict == "blurred" else _GREEN
-        x0, y0, x1, y1 = scaled(_box(r))
-        draw.rectangle((x0, y0, x1, y1), outline=colour, width=2)
-        if r.kind == "face":
-            faces += 1
-            cov = f" {r.coverage:.0%}" if r.coverage is not None else ""
-            _label(draw, font, (x0, y0), f"{r.label or f'face {faces}'}{cov}", colour)
-    colours = {a: _ASPECT_COLOURS[i % len(_ASPECT_COLOURS)] for i, a in enumerate(_aspects(rois))}
-    for roi in rois:
-        colour = colours[roi.aspect]
-        x0, y0, x1, y1 = scaled(_box(roi))
-        _dashed_rect(draw, (x0, y0, x1, y1), colour)
-        _label(
-            draw,
-            font,
-            (x0 + 2, y1 - 13),
-            f"{roi.aspect} {'safe' if roi.safe else 'unsafe'}",
-            colour,
+        faces += r.kind == RegionKind.FACE
+        label = r.label or (f"face {faces}" if r.kind == RegionKind.FACE else r.kind)
+        region_dicts.append(
+            {
+                "kind": r.kind,
+                "label": label,
+                "bbox": scaled(r),
+                "verdict": _enum_text(r.verdict),
+                "coverage": r.coverage,
+            }
         )
+    roi_dicts = [{"aspect": r.aspect, "bbox": scaled(r), "safe": r.safe} for r in rois]
+    return PILImage.fromarray(draw_boxes(np.array(thumb), region_dicts, roi_dicts, thickness=2))
 
 
-def _label(
-    draw: ImageDraw.ImageDraw,
-    font: ImageFont.ImageFont | ImageFont.FreeTypeFont,
-    xy: tuple[float, float],
-    text: str,
-    colour: tuple[int, int, int],
-) -> None:
-    x, y = xy
-    left, top, right, bottom = draw.textbbox((x + 2, y + 1), text, font=font)
-    draw.rectangle((left - 2, top - 1, right + 2, bottom + 1), fill=(0, 0, 0))
-    draw.text((x + 2, y + 1), text, fill=colour, font=font)
-
-
-def _dashed_rect(
-    draw: ImageDraw.ImageDraw,
-    box: tuple[float, float, float, float],
-    colour: tuple[int, int, int],
-    dash: float = 7,
-    gap: float = 5,
-) -> None:
-    x0, y0, x1, y1 = box
-    for ax, ay, bx, by in ((x0, y0, x1, y0), (x1, y0, x1, y1), (x0, y1, x1, y1), (x0, y0, x0, y1)):
-        length = abs(bx - ax) + abs(by - ay)
-        t = 0.0
-        while t < length:
-            t1 = min(t + dash, length)
-            f0, f1 = (t / length, t1 / length) if length else (0.0, 0.0)
-            draw.line(
-                (
-                    ax + (bx - ax) * f0,
-                    ay + (by - ay) * f0,
-                    ax + (bx - ax) * f1,
-                    ay + (by - ay) * f1,
-                ),
-                fill=colour,
-                width=2,
-            )
-            t = t1 + gap
+def _aspects(rois: Sequence[CropRoi]) -> list[str]:
+    return list(dict.fromkeys(r.aspect for r in rois))
 
 
 def _best_crops(rois: Sequence[CropRoi]) -> list[tuple[str, CropRoi | None, CropRoi | None]]:
@@ -662,13 +524,10 @@ def _best_crops(rois: Sequence[CropRoi]) -> list[tuple[str, CropRoi | None, Crop
     return out
 
 
-def _crops_html(base: PILImage.Image, rois: Sequence[CropRoi], options: ReportOptions) -> str:
-    """The best safe crop of each aspect as a small image; a line for aspects with none."""
-    crops = _best_crops(rois)
-    if not crops:
-        return ""
+def _crops(base: PILImage.Image, rois: Sequence[CropRoi], options: ReportOptions) -> tuple[list[_Crop], str]:
+    """The best safe crop of each aspect as a small image, and what to say of aspects with none."""
     figures, missing = [], []
-    for aspect, safe, best in crops:
+    for aspect, safe, best in _best_crops(rois):
         if safe is None:
             missing.append(f"{aspect} ({_unsafe_why(best)})")
             continue
@@ -680,14 +539,8 @@ def _crops_html(base: PILImage.Image, rois: Sequence[CropRoi], options: ReportOp
         crop = _thumbnail(base.crop((x0, y0, x1, y1)), options.crop_side)
         blur = f", {safe.blur_fraction:.0%} blur" if safe.blur_fraction is not None else ""
         caption = f"{aspect} safe{blur} ({x1 - x0}\N{MULTIPLICATION SIGN}{y1 - y0})"
-        figures.append(
-            f'<figure><img src="{_data_uri(crop, options.jpeg_quality)}" alt="{_e(aspect)} crop" '
-            f'width="{crop.width}" height="{crop.height}"><figcaption>{_e(caption)}</figcaption></figure>'
-        )
-    out = f'<div class="crops">{"".join(figures)}</div>' if figures else ""
-    if missing:
-        out += f'<div class="nocrop">no safe crop: {_e("; ".join(missing))}</div>'
-    return out
+        figures.append(_Crop(aspect, _data_uri(crop, options.jpeg_quality), crop.width, crop.height, caption))
+    return figures, "; ".join(missing)
 
 
 def _unsafe_why(best: CropRoi | None) -> str:
@@ -712,15 +565,15 @@ def _worst_text(region: BlurRegion | None) -> str:
     return f"{label} ({cov})"
 
 
-def _faces_html(regions: Sequence[BlurRegion]) -> str:
-    faces = [r for r in regions if r.kind == "face"]
+def _faces(regions: Sequence[BlurRegion]) -> list[tuple[str | None, str]]:
+    faces = [r for r in regions if r.kind == RegionKind.FACE]
     if not faces:
-        return "no faces found"
-    parts = []
+        return [(None, "no faces found")]
+    parts: list[tuple[str | None, str]] = []
     for i, f in enumerate(faces, 1):
         cov = f"{f.coverage:.0%} blurred" if f.coverage is not None else "?"
-        parts.append(f'<span class="{_e(_enum_text(f.verdict))}">{_e(f.label or f"face {i}")}: {_e(cov)}</span>')
-    return ", ".join(parts)
+        parts.append((_enum_text(f.verdict), f"{f.label or f'face {i}'}: {cov}"))
+    return parts
 
 
 def _enum_text(value: object) -> str:
