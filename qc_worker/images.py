@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from qc_worker.vocabulary import FailureKind
+
 #: A default generous enough for 8K artwork; Settings.max_image_pixels overrides it.
 DEFAULT_MAX_PIXELS = 100_000_000
 MIN_SIDE = 1
@@ -43,11 +45,19 @@ def _pillow_guard(max_pixels: int) -> None:
 def _bomb(exc: Exception, max_pixels: int) -> ImageError:
     found = _PILLOW_BOMB_PIXELS.search(str(exc))
     size = f"{int(found.group(1)):,} pixels" if found else "larger"
-    return ImageError(f"image is {size}, over the limit of {max_pixels:,} (refused as a possible decompression bomb)")
+    return ImageError(
+        f"image is {size}, over the limit of {max_pixels:,} (refused as a possible decompression bomb)",
+        FailureKind.TOO_LARGE,
+    )
 
 
 class ImageError(Exception):
-    """The input is not an image this system can screen; the message says why."""
+    """The input is not an image this system can screen; the message says why and
+    ``kind`` says it in the metrics' words (too large, missing, else cannot be decoded)."""
+
+    def __init__(self, message: str, kind: FailureKind = FailureKind.DECODE) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 # Malformed input: Pillow documents OSError/SyntaxError/ValueError for bad files, but crafted
@@ -62,7 +72,8 @@ def _limit_check(width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise ImageError(
             f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
-            f"{max_pixels:,} (refused as a possible decompression bomb)"
+            f"{max_pixels:,} (refused as a possible decompression bomb)",
+            FailureKind.TOO_LARGE,
         )
 
 
@@ -106,7 +117,8 @@ def _open(data: bytes | Path, max_pixels: int) -> Image.Image:
             if path.stat().st_size == 0:
                 raise ImageError("file is empty (0 bytes)")
         except OSError as exc:
-            raise ImageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+            kind = FailureKind.MISSING if isinstance(exc, FileNotFoundError) else FailureKind.STORAGE
+            raise ImageError(f"cannot read {path}: {exc.strerror or exc}", kind) from exc
         source = path
     _pillow_guard(max_pixels)
     try:

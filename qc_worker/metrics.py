@@ -15,8 +15,11 @@ screen``, a solo pool, tests) the metrics live in this process and are served fr
 Queue depth is not counted by the workers: a collector reads it from Redis at scrape time
 (LLEN of each queue's list keys, see :class:`QueueDepthCollector`).
 
-Label values come from small fixed sets, never from free text: failure reasons are mapped
-by :func:`failure_kind`, and unknown stage names are ignored.
+Label values come from small fixed sets, never from free text: a failure is counted by the
+kind its error carried (``Outcome.failure_kind``: :class:`~qc_worker.images.ImageError` and
+:class:`~qc_worker.storage.StorageError` say what kind they are); only failures recorded
+from free text alone (a job's give-up, an item a worker could not list) are mapped by
+:func:`failure_kind`; unknown stage names are ignored.
 """
 
 from __future__ import annotations
@@ -160,7 +163,8 @@ def record_outcome(outcome: Outcome) -> None:
     if outcome.status == OutcomeStatus.SCREENED:
         IMAGES_SCREENED.labels(verdict=outcome.verdict or "unknown").inc()
     else:
-        IMAGE_FAILURES.labels(kind=failure_kind(outcome.reason)).inc()
+        kind = outcome.failure_kind or failure_kind(outcome.reason)
+        IMAGE_FAILURES.labels(kind=kind).inc()
     for stage, seconds in (outcome.timings or {}).items():
         if stage in STAGES and seconds is not None and seconds >= 0:
             STAGE_SECONDS.labels(stage=stage).observe(seconds)

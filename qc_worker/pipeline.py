@@ -38,7 +38,7 @@ from qc_worker.detector.roi import Roi, crop_safe_rois
 from qc_worker.images import ImageError, decode_image
 from qc_worker.overlay import encode_overlay, render_overlay
 from qc_worker.storage import LocalStore, StorageError, Store, TransientStorageError
-from qc_worker.vocabulary import OutcomeStatus, SourceKind
+from qc_worker.vocabulary import FailureKind, OutcomeStatus, SourceKind
 
 if TYPE_CHECKING:  # the detector pulls in torch; enqueueing and bookkeeping need none of it
     from qc_worker.detector.inference import Detector
@@ -88,6 +88,8 @@ class Outcome:
     overlay: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     image_id: int | None = None
+    #: Why it failed, in the metrics' words (set from the error that failed it).
+    failure_kind: FailureKind | None = None
 
     def best_crop(self, aspect: str = "16:9") -> dict | None:
         return next((r for r in self.rois if r["aspect"] == aspect), None)
@@ -107,6 +109,7 @@ class Outcome:
             "overlay": self.overlay,
             "timings": self.timings,
             "image_id": self.image_id,
+            "failure_kind": self.failure_kind,
         }
 
 
@@ -276,15 +279,15 @@ class Screener:
         except TransientStorageError:
             raise
         except (StorageError, ImageError) as exc:
-            return self._fail(src, str(exc), sha)
+            return self._fail(src, str(exc), sha, exc.kind)
         return _Decoded(src, sha, rgb, time.perf_counter() - t0)
 
-    def _fail(self, src: Source, reason: str, sha: str | None) -> Outcome:
+    def _fail(self, src: Source, reason: str, sha: str | None, kind: FailureKind) -> Outcome:
         log.warning("failed %s: %s", src.uri, reason)
         with self.sessions.begin() as s:
             image = record_image_failure(s, src.uri, reason, sha, **src.image_fields())
             image_id = image.id
-        return Outcome(src.uri, OutcomeStatus.FAILED, reason=reason, sha256=sha, image_id=image_id)
+        return Outcome(src.uri, OutcomeStatus.FAILED, reason=reason, sha256=sha, image_id=image_id, failure_kind=kind)
 
     def _finish(self, d: _Decoded, prob: np.ndarray, inten: np.ndarray, timings: dict[str, float]) -> Outcome:
         s = self.settings

@@ -26,6 +26,8 @@ from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Protocol
 
+from qc_worker.vocabulary import FailureKind
+
 if TYPE_CHECKING:
     from qc_worker.config import Settings
 
@@ -63,7 +65,12 @@ _TRANSIENT_S3_CODES = {
 
 
 class StorageError(Exception):
-    """A source that cannot be listed or read; the message says which and why."""
+    """A source that cannot be listed or read; the message says which and why, ``kind``
+    says it in the metrics' words (missing, too large, else a storage failure)."""
+
+    def __init__(self, message: str, kind: FailureKind = FailureKind.STORAGE) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class TransientStorageError(StorageError):
@@ -158,17 +165,20 @@ class LocalStore:
                     and (not self.confine or any(p.resolve().is_relative_to(r) for r in self.roots))
                 )
             else:
-                raise StorageError(f"no such file or folder: {raw}")
+                raise StorageError(f"no such file or folder: {raw}", FailureKind.MISSING)
         return list(dict.fromkeys(found))
 
     def read(self, uri: str, max_bytes: int | None = None) -> bytes:
         path = self._allowed(uri)
         try:
             if max_bytes is not None and path.stat().st_size > max_bytes:
-                raise StorageError(f"{uri} is {path.stat().st_size} bytes, more than the limit of {max_bytes}")
+                raise StorageError(
+                    f"{uri} is {path.stat().st_size} bytes, more than the limit of {max_bytes}", FailureKind.TOO_LARGE
+                )
             return path.read_bytes()
         except OSError as exc:
-            raise StorageError(f"cannot read {uri}: {exc.strerror or exc}") from exc
+            kind = FailureKind.MISSING if isinstance(exc, FileNotFoundError) else FailureKind.STORAGE
+            raise StorageError(f"cannot read {uri}: {exc.strerror or exc}", kind) from exc
 
     def download(self, uri: str, dest: Path) -> None:
         path = self._allowed(uri)
@@ -247,7 +257,8 @@ class S3Store:
             if code in _TRANSIENT_S3_CODES:
                 raise TransientStorageError(message) from exc
             if code in _PERMANENT_S3_CODES or (status is not None and 400 <= status < 500 and status not in (408, 429)):
-                raise StorageError(message) from exc
+                missing = code in ("NoSuchKey", "NoSuchBucket", "404") or status == 404
+                raise StorageError(message, FailureKind.MISSING if missing else FailureKind.STORAGE) from exc
             raise TransientStorageError(message) from exc
         except NoCredentialsError as exc:
             raise StorageError(f"{what}: no S3 credentials configured") from exc
@@ -282,7 +293,7 @@ class S3Store:
         size = response.get("ContentLength")
         if max_bytes is not None and size is not None and size > max_bytes:
             response["Body"].close()
-            raise StorageError(f"{uri} is {size} bytes, more than the limit of {max_bytes}")
+            raise StorageError(f"{uri} is {size} bytes, more than the limit of {max_bytes}", FailureKind.TOO_LARGE)
         return self._call(f"read {uri}", response["Body"].read)
 
     def download(self, uri: str, dest: Path) -> None:

@@ -308,3 +308,22 @@ def test_unreachable_redis_reports_down_and_the_scrape_still_works():
     families = {f.name: f for f in collector.collect()}
     assert "qc_queue_depth" not in families
     assert families["qc_queue_depth_up"].samples[0].value == 0
+
+
+def test_a_failure_is_counted_by_the_kind_its_error_carried():
+    from prometheus_client import REGISTRY
+
+    from qc_worker.metrics import record_outcome
+    from qc_worker.pipeline import Outcome
+    from qc_worker.vocabulary import FailureKind, OutcomeStatus
+
+    def count(kind):
+        return REGISTRY.get_sample_value("qc_image_failures_total", {"kind": kind}) or 0.0
+
+    before = count("missing"), count("too_large")
+    # The text alone would read as "too_large"; the error said the object is missing.
+    record_outcome(
+        Outcome("s3://b/k.jpg", OutcomeStatus.FAILED, reason="over the limit", failure_kind=FailureKind.MISSING)
+    )
+    record_outcome(Outcome("s3://b/j.jpg", OutcomeStatus.FAILED, reason="over the limit"))
+    assert (count("missing"), count("too_large")) == (before[0] + 1, before[1] + 1)

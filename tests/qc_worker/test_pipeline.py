@@ -113,6 +113,21 @@ def test_bad_files_are_recorded_failures_and_the_batch_goes_on(db_url, tiny_chec
     engine.dispose()
 
 
+def test_failures_carry_the_kind_of_their_error(tiny_checkpoint, batch_dir, tmp_path):
+    outcomes, engine = _screen(f"sqlite:///{tmp_path / 'kinds.db'}", tiny_checkpoint, batch_dir)
+    engine.dispose()
+    kinds = {name: o.failure_kind for name, o in outcomes.items()}
+    assert kinds == {
+        "truncated.jpg": "decode",
+        "notes.jpg": "decode",
+        "empty.jpg": "decode",
+        "bomb.png": "too_large",
+        "coffee.jpg": None,
+        "portrait_A000069.jpg": None,
+    }
+    assert outcomes["bomb.png"].to_dict()["failure_kind"] == "too_large"
+
+
 def test_screening_twice_leaves_one_screening_per_image(db_url, tiny_checkpoint, batch_dir):
     _, engine = _screen(db_url, tiny_checkpoint, batch_dir)
     engine.dispose()

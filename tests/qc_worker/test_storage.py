@@ -169,3 +169,26 @@ def test_s3_error_codes_split_into_transient_and_permanent(code, status, transie
             store.read("s3://bucket/a.jpg")
     assert isinstance(err.value, TransientStorageError) is transient
     assert code in str(err.value)
+
+
+@pytest.mark.integration
+def test_storage_errors_say_what_kind_of_failure_they_are(s3_endpoint, s3_bucket, tmp_path):
+    from qc_worker.storage import LocalStore
+    from qc_worker.vocabulary import FailureKind
+
+    store = _s3(s3_endpoint.url, s3_bucket)
+    with pytest.raises(StorageError) as err:
+        store.read(f"s3://{s3_bucket}/nope.jpg")
+    assert err.value.kind is FailureKind.MISSING
+    store.write("big.jpg", b"x" * 100, "image/jpeg")
+    with pytest.raises(StorageError) as err:
+        store.read(f"s3://{s3_bucket}/big.jpg", max_bytes=10)
+    assert err.value.kind is FailureKind.TOO_LARGE
+    local = LocalStore(tmp_path)
+    (tmp_path / "big.png").write_bytes(b"y" * 100)
+    with pytest.raises(StorageError) as err:
+        local.read(str(tmp_path / "gone.png"))
+    assert err.value.kind is FailureKind.MISSING
+    with pytest.raises(StorageError) as err:
+        local.read(str(tmp_path / "big.png"), max_bytes=10)
+    assert err.value.kind is FailureKind.TOO_LARGE
