@@ -327,8 +327,9 @@ class Settings(BaseSettings):
     retry_max: int = Field(
         default=12,
         ge=0,
-        description="Retries of a task after a transient failure (S3, database, Redis); with back-off "
-        "doubling from 1 s and capped at retry_backoff_max_s, 12 retries ride out about 35 minutes.",
+        description="Retries of a task after a transient failure (S3, database, Redis): Celery's max_retries. "
+        "With back-off doubling from 1 s, capped at retry_backoff_max_s and fully jittered (each wait drawn "
+        "between 0 and its back-off), 12 retries wait up to about 37 minutes, half that on average.",
     )
     retry_backoff_max_s: int = Field(
         default=600,
@@ -510,8 +511,8 @@ class Settings(BaseSettings):
                 f"QC_TASK_TIME_LIMIT_S ({self.task_time_limit_s}) must be at most half of "
                 f"QC_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s})"
             )
-        # A retry waits in the worker, unacknowledged, until its countdown (jittered up to
-        # 1.5x the cap) ends: longer than the visibility timeout and Redis hands it out twice.
+        # A retry waits in the worker, unacknowledged, until its countdown (at most the cap;
+        # the 1.5 is a margin) ends: longer than the visibility timeout and Redis hands it out twice.
         if self.retry_backoff_max_s * 1.5 >= self.visibility_timeout_s:
             raise ValueError(
                 f"QC_RETRY_BACKOFF_MAX_S ({self.retry_backoff_max_s}) x 1.5 must stay below "

@@ -1,10 +1,18 @@
-"""Celery tasks: thin wrappers over :mod:`qc_worker.flows`, adding only the retry policy.
+"""Celery tasks: thin wrappers over :mod:`qc_worker.flows` on one base class, :class:`QcTask`.
 
-Transient failures (the store, the database connection, Redis, a rescan that reached a
-worker running another model) retry with exponential back-off and jitter, capped at
-``retry_backoff_max_s``, at most ``retry_max`` times; after the last one the task gives
-up on its items *with the reason recorded*, so the job still ends. Everything else that
-is the input's fault is recorded by the flows and never retried.
+The retry policy is Celery's own: ``autoretry_for`` the transient failures
+(:data:`qc_worker.flows.TRANSIENT`: the store, the database connection, Redis, a rescan
+that reached a worker running another model), ``retry_backoff`` doubling from 1 s,
+``retry_backoff_max`` = ``QC_RETRY_BACKOFF_MAX_S``, ``retry_jitter`` (full jitter: each wait
+is drawn between 0 and the capped back-off) and ``max_retries`` = ``QC_RETRY_MAX``. After the
+last retry the task fails, and its ``on_failure`` hook gives up on the job's items *with the
+reason recorded*, so the job still ends. Everything that is the input's fault is recorded
+by the flows and never reaches the task. An unexpected error (a bug, or input that breaks
+a library in a new way) never leaves a job waiting either: a screening chunk retries it (its
+next run screens the items one by one, so the one at fault fails alone,
+:data:`qc_worker.flows.CRASH_LIMIT`), any other task fails its job with the error.
+
+The hooks also keep the job's ids in every log line and time each run for the metrics.
 
 The worker process builds its :class:`~qc_worker.flows.WorkerContext` (database engine,
 store, detector) in ``worker_process_init``: after the fork, so no CUDA context, database
@@ -15,13 +23,11 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import time
-from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from celery import Task
-from celery.exceptions import Retry
 from celery.signals import setup_logging, worker_process_init, worker_process_shutdown
 
 from qc_worker import flows, metrics
@@ -78,118 +84,129 @@ def _send(name: str, args: list, queue: str) -> None:
     app.send_task(name, args=args, queue=queue)
 
 
-def _run(
-    task: Task,
-    job_id: int,
-    body: Callable[[], Any],
-    give_up: Callable[[str], None],
-    *,
-    chunk: bool = False,
-) -> Any:
-    """Run a flow with the job's ids in every log line, timing it for the metrics, and
-    retrying transient failures with capped, jittered exponential back-off.
+_SETTINGS = get_settings()
 
-    An unexpected error (a bug, or input that breaks a library in a new way) never leaves a
-    job waiting: a screening chunk is retried, and its next run screens the items one by one
-    so the one at fault fails alone (:data:`qc_worker.flows.CRASH_LIMIT`); any other task
-    fails its job with the error as the reason.
-    """
-    settings = get_settings()
-    t0 = time.perf_counter()
-    state = TaskState.FAILED
-    with log_context(job_id=job_id, task_id=task.request.id):
-        try:
-            result = body()
-            state = TaskState.SUCCEEDED
-            return result
-        except Retry:
-            state = TaskState.RETRIED
-            raise
-        except Exception as exc:
-            retries = task.request.retries
+
+class QcTask(Task):
+    """The base of every task: Celery's retry machinery with the configured policy, and
+    hooks that log with the job's ids, time the run and give up on the job when it fails."""
+
+    autoretry_for = flows.TRANSIENT
+    retry_backoff = True
+    retry_backoff_max = _SETTINGS.retry_backoff_max_s
+    retry_jitter = True
+    max_retries = _SETTINGS.retry_max
+
+    def give_up(self, args: tuple, reason: str) -> None:
+        """Record that the task's work ended without being done (default: its job failed)."""
+        flows.give_up(context(), args[0], None, reason)
+
+    def _logging(self, args: tuple) -> AbstractContextManager:
+        return log_context(job_id=args[0] if args else None, task_id=self.request.id)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.request.qc_started = time.perf_counter()
+        with self._logging(args):
+            # self.run, not super().__call__: that would push a second, empty request and
+            # hide the delivery's id and retry count from the retry machinery.
+            return self.run(*args, **kwargs)
+
+    def _record(self, state: TaskState) -> None:
+        started = getattr(self.request, "qc_started", None)
+        seconds = time.perf_counter() - started if started is not None else 0.0
+        metrics.record_task(self.name, state, seconds)
+
+    def on_success(self, retval: Any, task_id: str, args: tuple, kwargs: dict) -> None:
+        self._record(TaskState.SUCCEEDED)
+
+    def on_retry(self, exc: BaseException, task_id: str, args: tuple, kwargs: dict, einfo: Any) -> None:
+        with self._logging(args):
+            retry = f"retry {self.request.retries + 1} of {self.max_retries}"
+            if flows.is_transient(exc):
+                log.warning("%s: transient failure (%s: %s); %s", self.name, type(exc).__name__, exc, retry)
+            else:
+                # A bug or a library broken by the input: with its traceback, at once (the
+                # retries that follow screen the chunk's items one by one).
+                log.error("%s failed", self.name, exc_info=(type(exc), exc, exc.__traceback__))
+                log.warning("%s: %s, one item at a time", self.name, retry)
+        self._record(TaskState.RETRIED)
+
+    def on_failure(self, exc: BaseException, task_id: str, args: tuple, kwargs: dict, einfo: Any) -> None:
+        with self._logging(args):
+            retries = self.request.retries
             reason = f"{type(exc).__name__}: {exc}"
-            if not flows.is_transient(exc):
-                log.exception("%s failed", task.name)
-                if not chunk or retries >= settings.retry_max:
-                    _give_up(task, give_up, f"internal error: {reason}")
+            transient = flows.is_transient(exc)
+            if transient and retries < self.max_retries:
+                # Transient by flows.is_transient but not by class (an invalidated DBAPIError).
+                self._retry_later(min(self.retry_backoff_max, 2**retries))
+                return
+            if transient:
+                log.error("%s gave up after %d retries: %s", self.name, retries, reason)
+                reason = f"gave up after {retries} retries: {reason}"
+            else:
+                log.error("%s failed", self.name, exc_info=getattr(einfo, "exc_info", None))
+                reason = f"internal error: {reason}"
+            try:
+                self.give_up(args, reason)
+            except Exception as again:
+                if not flows.is_transient(again):
                     raise
-            if retries >= settings.retry_max:
-                log.error("%s gave up after %d retries: %s", task.name, retries, reason)
-                _give_up(task, give_up, f"gave up after {retries} retries: {reason}")
-                return None
-            countdown = min(settings.retry_backoff_max_s, 2**retries) * (0.5 + random.random())
-            log.warning(
-                "%s: transient failure (%s); retry %d in %.1f s",
-                task.name,
-                reason,
-                retries + 1,
-                countdown,
-            )
-            state = TaskState.RETRIED
-            raise task.retry(exc=exc, countdown=countdown, max_retries=settings.retry_max) from exc
-        finally:
-            metrics.record_task(task.name, state, time.perf_counter() - t0)
+                # The give-up needs a database that is still down: keep the message (a retry
+                # at the back-off cap, without limit) rather than let the job wait forever.
+                log.error(
+                    "%s: cannot record the give-up (%s); trying again in %d s", self.name, again, self.retry_backoff_max
+                )
+                self._retry_later(self.retry_backoff_max)
+                return
+        self._record(TaskState.FAILED)
+
+    def _retry_later(self, countdown: float) -> None:
+        """Queue this delivery again, one retry further on, as ``Task.retry`` does (but with
+        no limit: callers check it where one applies)."""
+        request = self.request
+        self.signature_from_request(request, countdown=countdown, retries=request.retries + 1).apply_async()
+        self._record(TaskState.RETRIED)
 
 
-def _give_up(task: Task, give_up: Callable[[str], None], reason: str) -> None:
-    """Record the give-up; if that needs a database that is still down, keep the message
-    (retry at the back-off cap, without limit) rather than let the job wait forever."""
-    try:
-        give_up(reason)
-    except Exception as exc:
-        if not flows.is_transient(exc):
-            raise
-        cap = get_settings().retry_backoff_max_s
-        log.error("%s: cannot record the give-up (%s); trying again in %d s", task.name, exc, cap)
-        raise task.retry(exc=exc, countdown=cap, max_retries=None) from exc
+class ChunkTask(QcTask):
+    """A screening chunk retries *any* failure: its next run screens the items one by one,
+    so an item that breaks something fails alone instead of failing the chunk."""
+
+    autoretry_for = (Exception,)
+
+    def give_up(self, args: tuple, reason: str) -> None:
+        flows.give_up(context(), args[0], args[1], reason)
 
 
-@app.task(bind=True, name=TaskName.EXTRACT_FRAMES.value)
+@app.task(bind=True, base=QcTask, name=TaskName.EXTRACT_FRAMES.value)
 def extract_frames(self: Task, job_id: int) -> None:
-    ctx = context()
-    _run(
-        self,
-        job_id,
-        lambda: flows.run_frames_job(ctx, job_id, _send),
-        lambda r: flows.give_up(ctx, job_id, None, r),
-    )
+    flows.run_frames_job(context(), job_id, _send)
 
 
-@app.task(bind=True, name=TaskName.SCREEN_SUBMISSION.value)
+@app.task(bind=True, base=QcTask, name=TaskName.SCREEN_SUBMISSION.value)
 def screen_submission(self: Task, job_id: int) -> None:
-    ctx = context()
-    _run(
-        self,
-        job_id,
-        lambda: flows.run_submission_job(ctx, job_id, _send),
-        lambda r: flows.give_up(ctx, job_id, None, r),
-    )
+    flows.run_submission_job(context(), job_id, _send)
 
 
-@app.task(bind=True, name=TaskName.PLAN_RESCAN.value)
+@app.task(bind=True, base=QcTask, name=TaskName.PLAN_RESCAN.value)
 def plan_rescan(self: Task, job_id: int) -> None:
-    ctx = context()
-    _run(
-        self,
-        job_id,
-        lambda: flows.run_rescan_plan(ctx, job_id, _send),
-        lambda r: flows.give_up(ctx, job_id, None, r),
-    )
+    flows.run_rescan_plan(context(), job_id, _send)
 
 
-@app.task(bind=True, name=TaskName.SCREEN_CHUNK.value)
+@app.task(bind=True, base=ChunkTask, name=TaskName.SCREEN_CHUNK.value)
 def screen_chunk(self: Task, job_id: int, item_ids: list[int]) -> None:
-    ctx = context()
-    _run(
-        self,
-        job_id,
-        lambda: flows.run_screen_chunk(ctx, job_id, item_ids),
-        lambda r: flows.give_up(ctx, job_id, item_ids, r),
-        chunk=True,
-    )
+    flows.run_screen_chunk(context(), job_id, item_ids)
 
 
-@app.task(bind=True, name=TaskName.NIGHTLY_RESCAN.value)
+class _BeatTask(QcTask):
+    def give_up(self, args: tuple, reason: str) -> None:
+        """No job exists yet: the failure is in the log and the metrics, and beat tries again tomorrow."""
+
+    def _logging(self, args: tuple) -> AbstractContextManager:
+        return log_context(task_id=self.request.id)
+
+
+@app.task(bind=True, base=_BeatTask, name=TaskName.NIGHTLY_RESCAN.value)
 def nightly_rescan(self: Task) -> None:
     """Beat's entry: a rescan job for the model this worker runs, planned by its own task
     (so a retry of the planning never makes a second job)."""

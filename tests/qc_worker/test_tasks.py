@@ -73,3 +73,17 @@ def test_qc_beat_starts_with_the_nightly_schedule(tmp_path, redis_prefix):
 
     entry = make_celery(Settings(_env_file=None, rescan_at="04:30")).conf.beat_schedule["nightly-rescan"]
     assert entry["task"] == "qc.nightly_rescan" and entry["schedule"].hour == {4} and entry["schedule"].minute == {30}
+
+
+def test_every_task_takes_celerys_retry_policy_from_the_settings():
+    import qc_worker.tasks as tasks
+    from qc_worker.config import get_settings
+
+    settings = get_settings()
+    for task in (tasks.extract_frames, tasks.screen_submission, tasks.plan_rescan, tasks.nightly_rescan):
+        assert isinstance(task, tasks.QcTask)
+        assert task.autoretry_for == flows.TRANSIENT and task.retry_backoff and task.retry_jitter
+        assert (task.max_retries, task.retry_backoff_max) == (settings.retry_max, settings.retry_backoff_max_s)
+        assert hasattr(task, "_orig_run")  # Celery wrapped run() with its autoretry
+    # A chunk retries anything: its next run screens the items one by one.
+    assert isinstance(tasks.screen_chunk, tasks.ChunkTask) and tasks.screen_chunk.autoretry_for == (Exception,)
