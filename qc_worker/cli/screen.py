@@ -70,6 +70,10 @@ def screen(
     from qc_worker.storage import LocalStore, StorageError, open_store
 
     settings = load_settings()
+    if out is not None and out.exists() and not out.is_dir():
+        # typer.echo, not rich: a long path must not wrap the one line over several.
+        typer.echo(f"error: --out {out} is a file; give a folder for the overlay images", err=True)
+        raise typer.Exit(2)
     logging.basicConfig(level=settings.log_level, format="%(levelname)s %(message)s", stream=sys.stderr)
     store = open_store(settings, confine=False)
     try:

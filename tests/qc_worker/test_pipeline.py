@@ -213,3 +213,17 @@ def test_qc_screen_command(tiny_checkpoint, batch_dir, tmp_path, monkeypatch):
     res = runner.invoke(app, ["screen", str(batch_dir), "--model", str(tmp_path / "nope.safetensors")])
     assert res.exit_code == 2 and "cannot load the detector" in res.output
     get_settings.cache_clear()
+
+
+def test_qc_screen_refuses_an_out_that_is_a_file_before_loading_anything(batch_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("QC_DATABASE_URL", f"sqlite:///{tmp_path / 'never.db'}")
+    from qc_worker.config import get_settings
+
+    get_settings.cache_clear()
+    taken = tmp_path / "taken.jpg"
+    taken.write_bytes(b"x")
+    res = runner.invoke(app, ["screen", str(batch_dir), "--model", str(tmp_path / "no-model"), "--out", str(taken)])
+    get_settings.cache_clear()
+    assert res.exit_code == 2 and "is a file" in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "never.db").exists()  # nothing was loaded or created
