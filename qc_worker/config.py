@@ -50,7 +50,8 @@ REDACTED = "***"
 Device = Literal["auto", "cpu", "cuda"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
-_SENSITIVE = re.compile(r"password|passwd|secret|key|token", re.IGNORECASE)
+# "key", but not a key *prefix* (redis_key_prefix names keys, it is not one).
+_SENSITIVE = re.compile(r"password|passwd|secret|token|key(?!_?prefix)", re.IGNORECASE)
 
 
 def is_sensitive_name(name: str) -> bool:
@@ -534,7 +535,8 @@ class Settings(BaseSettings):
     def redacted(self) -> dict[str, Any]:
         """All settings as JSON-ready values, secrets masked.
 
-        Masked: any field whose name contains password, secret, key or token (when set),
+        Masked: any field whose name contains password, secret, key (not key_prefix) or
+        token (when set),
         every :class:`~pydantic.SecretStr`, and the password in any URL value.
         """
         out: dict[str, Any] = {}

@@ -197,11 +197,27 @@ class LocalStore:
         try:
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
+            # mkstemp makes the file 0600; a written image gets the mode any new file would.
+            os.chmod(tmp, 0o666 & ~_umask())
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
         return str(path)
+
+
+def _umask() -> int:
+    """The process's umask: read from /proc on Linux, since os.umask can only read it by
+    setting it, and another thread could create a file in between."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 class S3Store:

@@ -13,6 +13,7 @@ through the ini file, so passwords with ``%`` in them survive and nothing is wri
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -27,6 +28,14 @@ __all__ = ["MIGRATIONS_DIR", "alembic_config", "current", "downgrade", "head", "
 
 #: The Alembic environment (env.py, versions/) of the repository.
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+# "Context impl SQLiteImpl." and "Will assume non-transactional DDL." at INFO on every
+# `qc screen`: Alembic's chatter is for its own command line. Unless the application set
+# a level for it, only its warnings come through (revisions applied are still reported by
+# the commands that apply them).
+_ALEMBIC_LOG = logging.getLogger("alembic")
+if _ALEMBIC_LOG.level == logging.NOTSET:
+    _ALEMBIC_LOG.setLevel(logging.WARNING)
 
 
 def alembic_config(url: str | None = None) -> Config:

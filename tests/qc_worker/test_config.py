@@ -215,3 +215,12 @@ def test_task_limits_must_fit_inside_the_visibility_timeout():
     with pytest.raises(ValidationError, match="QC_RETRY_BACKOFF_MAX_S"):
         Settings(_env_file=None, visibility_timeout_s=600, task_time_limit_s=300, retry_backoff_max_s=400)
     assert Settings(_env_file=None, visibility_timeout_s=600, task_time_limit_s=300, retry_backoff_max_s=300)
+
+
+def test_a_key_prefix_is_shown_while_keys_stay_masked():
+    from qc_worker.config import is_sensitive_name
+
+    assert not is_sensitive_name("redis_key_prefix")
+    assert all(is_sensitive_name(n) for n in ("s3_access_key_id", "AWSAccessKeyId", "api_key", "x-api-key"))
+    shown = Settings(_env_file=None, redis_key_prefix="qc-prod").redacted()
+    assert shown["redis_key_prefix"] == "qc-prod"

@@ -192,3 +192,17 @@ def test_storage_errors_say_what_kind_of_failure_they_are(s3_endpoint, s3_bucket
     with pytest.raises(StorageError) as err:
         local.read(str(tmp_path / "big.png"), max_bytes=10)
     assert err.value.kind is FailureKind.TOO_LARGE
+
+
+def test_local_writes_get_the_umask_mode_not_mkstemps_0600(tmp_path):
+    import os
+    import stat
+
+    from qc_worker.storage import LocalStore
+
+    old = os.umask(0o027)
+    try:
+        path = LocalStore(tmp_path).write("overlays/a.jpg", b"jpeg")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640

@@ -142,3 +142,13 @@ def test_db_offline_sql_needs_no_server(url: str, expected: str, capsys) -> None
     out = capsys.readouterr().out
     assert expected in out
     assert "CREATE TABLE crop_rois" in out
+
+
+def test_migrating_says_nothing_at_info_level(tmp_path, caplog):
+    import logging
+
+    from qc_worker.db.migrate import upgrade
+
+    caplog.set_level(logging.INFO)
+    upgrade(f"sqlite:///{tmp_path / 'quiet.db'}")
+    assert not [r for r in caplog.records if r.name.startswith("alembic") and r.levelno < logging.WARNING]
