@@ -27,7 +27,10 @@ from model_training.synth.masks import MaskSourceError, build_mask_sources
 if TYPE_CHECKING:
     from model_training.train import TrainConfig
 
-app = typer.Typer(help="Artwork QC training tools: synthesise motion-blur datasets.", no_args_is_help=True)
+app = typer.Typer(
+    help="Artwork QC training tools: synthesise motion-blur data, fit, evaluate, calibrate and export the detector.",
+    no_args_is_help=True,
+)
 console = Console(stderr=True)
 
 

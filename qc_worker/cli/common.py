@@ -5,12 +5,11 @@ from __future__ import annotations
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.markup import escape
 
 from qc_worker.config import Settings, format_validation_error, get_settings
 from qc_worker.vocabulary import TaskName
 
-__all__ = ["err", "fail", "load_settings", "queue_jobs", "require_schema"]
+__all__ = ["err", "fail", "first_line", "load_settings", "queue_jobs", "require_schema"]
 
 #: Standard error, where progress, warnings and errors go (standard output is for results).
 err = Console(stderr=True)
@@ -26,9 +25,18 @@ def load_settings() -> Settings:
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print ``error: message`` on standard error; raise the returned Exit."""
-    err.print(f"[red]error:[/red] {escape(message)}")
+    """Print ``error: message`` on standard error, one line however long (rich would wrap
+    it at the terminal's width); raise the returned Exit."""
+    typer.secho("error:", fg=typer.colors.RED, err=True, nl=False)
+    typer.echo(f" {message}", err=True)
     return typer.Exit(code)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of a database error: the driver's own message, without SQLAlchemy's
+    statement, parameters and background link."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def require_schema(settings: Settings) -> None:
@@ -38,7 +46,7 @@ def require_schema(settings: Settings) -> None:
     try:
         revision = current(settings.database_url)
     except Exception as exc:
-        raise fail(f"cannot reach the database {settings.redacted()['database_url']}: {exc}", 1) from exc
+        raise fail(f"cannot reach the database {settings.redacted()['database_url']}: {first_line(exc)}", 1) from exc
     if revision != head():
         raise fail(f"the database is at revision {revision or 'none'}, not {head()}: run `qc db upgrade` first")
 

@@ -6,9 +6,20 @@ from typing import Annotated
 
 import typer
 
-from qc_worker.cli.common import load_settings
+from qc_worker.cli.common import fail, first_line, load_settings
+from qc_worker.config import Settings
 
 app = typer.Typer(help="Database schema: upgrade, downgrade, current revision.", no_args_is_help=True)
+
+
+def _on_database(settings: Settings, action):
+    """Run ``action()``; a database that cannot be reached or used is one line and exit 1."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return action()
+    except SQLAlchemyError as exc:
+        raise fail(f"cannot use the database {settings.redacted()['database_url']}: {first_line(exc)}", 1) from exc
 
 
 @app.command("upgrade")
@@ -17,8 +28,8 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
     from qc_worker.db.migrate import current, upgrade
 
     settings = load_settings()
-    upgrade(settings.database_url, revision)
-    typer.echo(f"database at {current(settings.database_url) or 'none'}")
+    _on_database(settings, lambda: upgrade(settings.database_url, revision))
+    typer.echo(f"database at {_on_database(settings, lambda: current(settings.database_url)) or 'none'}")
 
 
 @app.command("downgrade")
@@ -29,8 +40,9 @@ def db_downgrade(
     from qc_worker.db.migrate import current, downgrade
 
     settings = load_settings()
-    downgrade(settings.database_url, revision)
-    typer.echo(f"database at {current(settings.database_url) or 'none (no tables)'}")
+    _on_database(settings, lambda: downgrade(settings.database_url, revision))
+    revision_now = _on_database(settings, lambda: current(settings.database_url))
+    typer.echo(f"database at {revision_now or 'none (no tables)'}")
 
 
 @app.command("current")
@@ -39,4 +51,4 @@ def db_current() -> None:
     from qc_worker.db.migrate import current
 
     settings = load_settings()
-    typer.echo(current(settings.database_url) or "none")
+    typer.echo(_on_database(settings, lambda: current(settings.database_url)) or "none")

@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
-from qc_worker.cli.common import err, load_settings
+from qc_worker.cli.common import err, fail, first_line, load_settings
 from qc_worker.vocabulary import OutcomeStatus, RegionKind, Verdict
 
 
@@ -42,6 +42,20 @@ def _worst_text(region: dict | None) -> str:
     return f"{region['label']} ({region['coverage']:.0%} blurred)"
 
 
+def _skipped_folders(paths: list[str]) -> int:
+    """Sub-folders (of the local folders given) that hold images a non-recursive run skips."""
+    from qc_worker.storage import IMAGE_SUFFIXES
+
+    count = 0
+    for raw in paths:
+        folder = Path(raw)
+        if "://" in raw or not folder.is_dir():
+            continue
+        for sub in (d for d in folder.iterdir() if d.is_dir()):
+            count += any(f.suffix.lower() in IMAGE_SUFFIXES for f in sub.rglob("*") if f.is_file())
+    return count
+
+
 def screen(
     paths: Annotated[
         list[str],
@@ -63,6 +77,8 @@ def screen(
     Exits 0 when the run completed, whatever the verdicts; images that cannot be read are
     reported and recorded as failed, and the rest still screen.
     """
+    from sqlalchemy.exc import SQLAlchemyError
+
     from qc_worker.db.engine import get_sessionmaker
     from qc_worker.db.migrate import upgrade
     from qc_worker.detector.checkpoint import CheckpointError
@@ -87,12 +103,21 @@ def screen(
             + ("" if recursive else " (use --recursive for sub-folders)")
         )
         raise typer.Exit(2)
+    if not recursive:
+        skipped = _skipped_folders(paths)
+        if skipped:
+            typer.echo(
+                f"note: {skipped} sub-folder(s) with images not screened; use --recursive to include them", err=True
+            )
+    try:
+        upgrade(settings.database_url)  # before the model loads: an unreachable database fails fast
+    except SQLAlchemyError as exc:
+        raise fail(f"cannot use the database {settings.redacted()['database_url']}: {first_line(exc)}", 1) from exc
     try:
         detector = load_detector(settings, model)
     except (CheckpointError, RuntimeError) as exc:
         err.print(f"[red]error:[/red] cannot load the detector: {exc}")
         raise typer.Exit(2) from exc
-    upgrade(settings.database_url)
     screener = Screener(
         settings,
         detector,

@@ -86,3 +86,36 @@ def test_qc_db_commands_walk_the_schema(tmp_path, monkeypatch):
         assert res.exit_code == 0 and "none" in res.stdout
     finally:
         get_settings.cache_clear()
+
+
+UNREACHABLE = "postgresql://postgres@127.0.0.1:5999/x"
+
+
+@pytest.mark.parametrize("args", [["db", "current"], ["db", "upgrade"], ["jobs"], ["screen", "{image}"]])
+def test_an_unreachable_database_is_one_line_and_exit_1(settings_env, args, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    image = tmp_path / "coffee.jpg"
+    shutil.copy(Path(__file__).resolve().parents[2] / "samples" / "images" / "coffee.jpg", image)
+    settings_env.setenv("QC_DATABASE_URL", UNREACHABLE)
+    result = runner.invoke(app, [a.format(image=image) for a in args])
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "5999" in lines[0], result.output
+    assert "Traceback" not in result.output
+
+
+def test_sub_folders_a_non_recursive_screen_skips_are_named(settings_env, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    (tmp_path / "art" / "season2").mkdir(parents=True)
+    shutil.copy(Path(__file__).resolve().parents[2] / "samples" / "images" / "coffee.jpg", tmp_path / "art" / "season2")
+    (tmp_path / "art" / "empty").mkdir()
+    settings_env.setenv("QC_DATABASE_URL", UNREACHABLE)  # stops the run right after the note
+    result = runner.invoke(app, ["screen", str(tmp_path / "art")])
+    assert "no images found" in result.output and "--recursive" in result.output  # top level is empty
+    shutil.copy(tmp_path / "art" / "season2" / "coffee.jpg", tmp_path / "art" / "top.jpg")
+    result = runner.invoke(app, ["screen", str(tmp_path / "art")])
+    assert "note: 1 sub-folder(s) with images not screened; use --recursive" in result.output
