@@ -56,7 +56,11 @@ demo: venv
 	@echo "demo: verdicts are in ./qc.db (SQLite), overlay images in out/demo-overlays/"
 
 # pytest exits 5 when it collected no tests; that must fail CI, not pass it.
+# Prerequisites first, so a fresh machine gets them or a one-line reason: PostgreSQL and
+# Redis on 127.0.0.1 (started when nothing answers) and headless Chromium (apt-get).
 test: venv
+	bash infra/ci/ensure-services.sh
+	bash infra/ci/ensure-chromium.sh
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	@$(VENV_PY) -m pytest $(PYTEST_ARGS); rc=$$?; \

@@ -2,12 +2,14 @@
 # Make sure headless Chromium is at /usr/bin/chromium: the `qc report` rendering test opens
 # the generated page in it (tests/qc_worker/test_report.py). Installs Debian's `chromium`
 # package with apt-get only when the binary is missing; non-interactive, safe to run twice.
-# Used by .ci/run; run it by hand (as root, or with sudo available) on a fresh machine.
+# Used by `make test` (and so .ci/run) before the tests: on a fresh machine it installs
+# Chromium when it can (root, or sudo without a password), else says what to do.
 #
 # Exit status: 0 when /usr/bin/chromium runs, 1 when it is missing and cannot be installed.
 set -euo pipefail
 
-CHROMIUM=/usr/bin/chromium
+# The path the rendering test looks at; overridable so the check itself can be tested.
+CHROMIUM=${QC_CHROMIUM_PATH:-/usr/bin/chromium}
 
 log() { echo "ensure-chromium: $*"; }
 fail() { echo "ensure-chromium: ERROR: $*" >&2; exit 1; }

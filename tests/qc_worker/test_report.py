@@ -462,7 +462,7 @@ def _chromium() -> str:
         pytest.fail(
             f"Chromium not found at {CHROMIUM}: the report rendering test needs it. Install it "
             "with `apt-get install -y chromium` (Debian/Ubuntu; as root), or run "
-            "infra/ci/ensure-chromium.sh, which .ci/run calls before the tests.",
+            "infra/ci/ensure-chromium.sh, which `make test` runs before the tests.",
             pytrace=False,
         )
     return path
