@@ -130,14 +130,7 @@ def synth(
         "train_sources": [str(p) for p in train],
         "val_sources": [str(p) for p in val],
     }
-    columns = (
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console) as bar:
+    with _progress() as bar:
         task = bar.add_task("synthesising", total=count)
         summary = write_dataset(dataset, out, workers=workers, recipe=recipe, progress=lambda n: bar.advance(task, n))
     console.print(
@@ -145,6 +138,12 @@ def synth(
         f"({summary.blurred} with motion blur, {summary.negatives} hard negatives) to {out}\n"
         f"contact sheet: {summary.contact_sheet}"
     )
+
+
+def _progress(**options) -> Progress:
+    """The one progress bar of every long command: what, bar, n of total, elapsed, remaining."""
+    columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn())
+    return Progress(*columns, TimeElapsedColumn(), TimeRemainingColumn(), console=console, **options)
 
 
 def _parse_ints(text: str, name: str) -> tuple[int, ...]:
@@ -284,14 +283,7 @@ def fit(
     except (OSError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
-    columns = (
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, disable=not console.is_terminal and not sys.stderr.isatty()) as bar:
+    with _progress(disable=not console.is_terminal and not sys.stderr.isatty()) as bar:
         task = bar.add_task("training", total=cfg.total_steps)
 
         def on_step(step: int, record: dict) -> None:
@@ -369,14 +361,7 @@ def evaluate(
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     console.print(f"{layout} layout: {len(val_items)} validation, {len(test_items)} test images")
-    columns = (
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console) as bar:
+    with _progress() as bar:
         task = bar.add_task("evaluating", total=len(val_items) + len(test_items))
         results, test, labels, used = run_eval(
             model,
@@ -426,14 +411,7 @@ def calibrate(
     except (OSError, ValueError, KeyError, CheckpointError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
-    columns = (
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console) as bar:
+    with _progress() as bar:
         task = bar.add_task("screening", total=len(items))
         scored = score_items(detector, items, settings, progress=lambda n: bar.advance(task, n))
     frame = detector.thresholds.get("frame")

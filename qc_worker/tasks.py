@@ -29,6 +29,7 @@ from typing import Any
 
 from celery import Task
 from celery.signals import setup_logging, worker_process_init, worker_process_shutdown
+from celery.utils.time import get_exponential_backoff_interval
 
 from qc_worker import flows, metrics
 from qc_worker.celery_app import app
@@ -138,7 +139,9 @@ class QcTask(Task):
             transient = flows.is_transient(exc)
             if transient and retries < self.max_retries:
                 # Transient by flows.is_transient but not by class (an invalidated DBAPIError).
-                self._retry_later(min(self.retry_backoff_max, 2**retries))
+                self._retry_later(
+                    get_exponential_backoff_interval(1, retries, self.retry_backoff_max, self.retry_jitter)
+                )
                 return
             if transient:
                 log.error("%s gave up after %d retries: %s", self.name, retries, reason)
@@ -201,9 +204,6 @@ def screen_chunk(self: Task, job_id: int, item_ids: list[int]) -> None:
 class _BeatTask(QcTask):
     def give_up(self, args: tuple, reason: str) -> None:
         """No job exists yet: the failure is in the log and the metrics, and beat tries again tomorrow."""
-
-    def _logging(self, args: tuple) -> AbstractContextManager:
-        return log_context(task_id=self.request.id)
 
 
 @app.task(bind=True, base=_BeatTask, name=TaskName.NIGHTLY_RESCAN.value)

@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
-from qc_worker.cli.common import err, load_settings
+from qc_worker.cli.common import fail, first_line, load_settings
 
 app = typer.Typer(
     help="Self-contained HTML pages of screening results: one title or one job.",
@@ -37,15 +36,12 @@ def _write_report(kind: str, key: str, out: Path | None, build) -> None:
         with get_sessionmaker(settings.database_url)() as session:
             report = build(session, open_report_store(settings), ReportOptions.from_settings(settings))
     except ReportError as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(2) from exc
+        raise fail(str(exc)) from exc
     except SQLAlchemyError as exc:
-        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        err.print(
-            f"[red]error:[/red] cannot read the results database {escape(settings.redacted()['database_url'])}: "
-            f"{escape(first)} (is it migrated? `qc db upgrade`)"
-        )
-        raise typer.Exit(2) from exc
+        raise fail(
+            f"cannot read the results database {settings.redacted()['database_url']}: "
+            f"{first_line(exc)} (is it migrated? `qc db upgrade`)"
+        ) from exc
     report.write(path)
     typer.echo(f"wrote {path} ({report.subject}: {report.counts['images']} images; {report.counts_text() or 'none'})")
 

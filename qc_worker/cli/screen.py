@@ -87,22 +87,17 @@ def screen(
 
     settings = load_settings()
     if out is not None and out.exists() and not out.is_dir():
-        # typer.echo, not rich: a long path must not wrap the one line over several.
-        typer.echo(f"error: --out {out} is a file; give a folder for the overlay images", err=True)
-        raise typer.Exit(2)
+        raise fail(f"--out {out} is a file; give a folder for the overlay images")
     logging.basicConfig(level=settings.log_level, format="%(levelname)s %(message)s", stream=sys.stderr)
     store = open_store(settings, confine=False)
     try:
         uris = store.list(paths, recursive=recursive)
     except StorageError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        raise fail(str(exc)) from exc
     if not uris:
-        err.print(
-            f"[red]error:[/red] no images found in {', '.join(paths)}"
-            + ("" if recursive else " (use --recursive for sub-folders)")
+        raise fail(
+            f"no images found in {', '.join(paths)}" + ("" if recursive else " (use --recursive for sub-folders)")
         )
-        raise typer.Exit(2)
     if not recursive:
         skipped = _skipped_folders(paths)
         if skipped:
@@ -116,8 +111,7 @@ def screen(
     try:
         detector = load_detector(settings, model)
     except (CheckpointError, RuntimeError) as exc:
-        err.print(f"[red]error:[/red] cannot load the detector: {exc}")
-        raise typer.Exit(2) from exc
+        raise fail(f"cannot load the detector: {exc}") from exc
     screener = Screener(
         settings,
         detector,
