@@ -246,6 +246,10 @@ def fit(
         typer.Option(min=1, help="End at this global step (resumable) without changing the schedule."),
     ] = None,
     log_every: Annotated[int | None, typer.Option(min=1, help="Log every N steps (default 10).")] = None,
+    snapshot_every: Annotated[
+        int | None,
+        typer.Option(min=1, help="Keep the model every N steps in OUT/snapshots/ (candidates for calibrate)."),
+    ] = None,
 ) -> None:
     """Train the detector on motion blur synthesised on the fly (three-stage curriculum)."""
     from model_training.train import fit as run_fit
@@ -270,6 +274,7 @@ def fit(
                 "val_samples": val_samples,
                 "seed": seed,
                 "log_every": log_every,
+                "snapshot_every": snapshot_every,
             },
         )
         if cfg.encoder_weights not in (None, "none") and cfg.init_from is None:

@@ -41,6 +41,7 @@ STATE_FILE = "train_state.pt"
 BEST_FILE = "best_model.pt"
 METRICS_FILE = "metrics.jsonl"
 SPLITS_FILE = "splits.json"
+SNAPSHOT_DIR = "snapshots"
 
 
 class TrainConfig(BaseModel):
@@ -79,6 +80,10 @@ class TrainConfig(BaseModel):
     val_samples: int = Field(64, ge=1)
     val_crop: int = Field(256, ge=32)
     checkpoint_every: int = Field(100, ge=1)
+    #: Keep the model of every N-th step as ``snapshots/step_NNNNNN.pt`` (None: keep none).
+    #: The best validation IoU on synthetic blur is not the best model on real blur, so a
+    #: run keeps candidates for ``qc-train calibrate`` to choose among on realdev.
+    snapshot_every: int | None = Field(None, ge=1)
     log_every: int = Field(10, ge=1)
     val_fraction: float = Field(0.08, ge=0, lt=1)
     test_fraction: float = Field(0.12, ge=0, lt=1)
@@ -314,8 +319,10 @@ def _save_state(cfg: TrainConfig, model: BlurDetector, opt, sched, step: int, be
     tmp.replace(cfg.out / STATE_FILE)
 
 
-def _save_best(cfg: TrainConfig, model: BlurDetector, step: int, metrics: dict) -> None:
-    tmp = cfg.out / (BEST_FILE + ".tmp")
+def _save_model(path: Path, model: BlurDetector, step: int, metrics: dict) -> None:
+    """Weights and definition only (no optimiser): what export, evaluate and --init-from read."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
     torch.save(
         {
             "model": model.state_dict(),
@@ -325,7 +332,7 @@ def _save_best(cfg: TrainConfig, model: BlurDetector, step: int, metrics: dict) 
         },
         tmp,
     )
-    tmp.replace(cfg.out / BEST_FILE)
+    tmp.replace(path)
 
 
 def fit(
@@ -339,8 +346,8 @@ def fit(
     global step (state saved, resumable) without changing the schedule. Writes under ``cfg.out``:
 
     ``train_state.pt`` (resumable, every ``checkpoint_every`` steps), ``best_model.pt``
-    (best validation blur IoU), ``metrics.jsonl``, ``curves.png``, ``splits.json``,
-    ``train_config.json``.
+    (best validation blur IoU), ``snapshots/`` (when ``snapshot_every`` is set),
+    ``metrics.jsonl``, ``curves.png``, ``splits.json``, ``train_config.json``.
     """
     d = _Dist()
     torch.manual_seed(cfg.seed)
@@ -437,7 +444,7 @@ def fit(
                             record.update(validate(model, val_batches, loss_fn, cfg, device))
                             if record["val_blur_iou"] > best:
                                 best = record["val_blur_iou"]
-                                _save_best(cfg, model, step, record)
+                                _save_model(cfg.out / BEST_FILE, model, step, record)
                         d.barrier()
                     if d.main:
                         metrics_file.write(json.dumps(record) + "\n")
@@ -445,6 +452,8 @@ def fit(
                 stopping = stop_after is not None and step >= stop_after
                 if d.main and (step % cfg.checkpoint_every == 0 or step == cfg.total_steps or stopping):
                     _save_state(cfg, model, opt, sched, step, best)
+                if d.main and cfg.snapshot_every and step % cfg.snapshot_every == 0:
+                    _save_model(cfg.out / SNAPSHOT_DIR / f"step_{step:06d}.pt", model, step, record)
                 if progress and d.main:
                     progress(step, record)
                 if stopping:

@@ -77,8 +77,14 @@ def _tiny_cfg(out: Path, photo_dir: Path, **kw) -> TrainConfig:
 
 @pytest.mark.integration
 def test_fit_writes_its_outputs_and_resumes_exactly(photo_dir, tmp_path):
-    straight = _tiny_cfg(tmp_path / "a", photo_dir)
+    straight = _tiny_cfg(tmp_path / "a", photo_dir, snapshot_every=2)
     fit(straight)
+    snaps = sorted(p.name for p in (straight.out / "snapshots").iterdir())
+    assert snaps == ["step_000002.pt", "step_000004.pt", "step_000006.pt"]
+    last = torch.load(straight.out / "snapshots" / snaps[-1], weights_only=False)
+    assert last["step"] == 6
+    for k, v in last["model"].items():
+        torch.testing.assert_close(v, torch.load(straight.out / "train_state.pt", weights_only=False)["model"][k])
     for name in (
         "train_state.pt",
         "best_model.pt",
