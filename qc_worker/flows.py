@@ -407,7 +407,7 @@ def _screen_group(
                 "%s %s%s",
                 outcome.uri,
                 outcome.verdict or "failed",
-                f": {outcome.reason}" if outcome.reason else "",
+                f": {outcome.why}" if outcome.why else "",
             )
 
 

@@ -90,6 +90,13 @@ class Outcome:
     image_id: int | None = None
     #: Why it failed, in the metrics' words (set from the error that failed it).
     failure_kind: FailureKind | None = None
+    #: The rules that sent a screened image to review or reject (empty when it passes).
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def why(self) -> str | None:
+        """One line for people: the failure's reason, else the rules that fired."""
+        return self.reason or ("; ".join(self.reasons) or None)
 
     def best_crop(self, aspect: str = "16:9") -> dict | None:
         return next((r for r in self.rois if r["aspect"] == aspect), None)
@@ -100,7 +107,8 @@ class Outcome:
             "status": self.status,
             "verdict": self.verdict,
             "score": self.score,
-            "reason": self.reason,
+            "reason": self.why,
+            "reasons": list(self.reasons),
             "sha256": self.sha256,
             "size": list(self.size) if self.size else None,
             "worst_region": self.worst_region,
@@ -344,4 +352,5 @@ class Screener:
             overlay=overlay,
             timings=timings,
             image_id=image_id,
+            reasons=tuple(report.reasons),
         )

@@ -546,6 +546,8 @@ def _crops(base: PILImage.Image, rois: Sequence[CropRoi], options: ReportOptions
 def _unsafe_why(best: CropRoi | None) -> str:
     if best is None:
         return "none stored"
+    if best.reason:
+        return best.reason
     if best.keeps_faces is False:
         return "every crop cuts a face"
     if best.blur_fraction is not None:

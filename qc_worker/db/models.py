@@ -461,6 +461,8 @@ class CropRoi(Base):
     safe: Mapped[bool] = mapped_column(Boolean(create_constraint=False), nullable=False)
     area_fraction: Mapped[float | None] = mapped_column(Float)
     keeps_faces: Mapped[bool | None] = mapped_column(Boolean(create_constraint=False))
+    #: Why the crop is unsafe (NULL when it is safe, and on rows from before revision 0004).
+    reason: Mapped[str | None] = mapped_column(Text)
 
     screening: Mapped[Screening] = relationship(back_populates="rois")
 

@@ -83,6 +83,7 @@ ROI_FIELDS = (
     "safe",
     "area_fraction",
     "keeps_faces",
+    "reason",
 )
 _ROI_ALIASES = {"blur_inside": "blur_fraction"}
 
@@ -389,6 +390,7 @@ def _roi_row(roi: Mapping[str, Any], index: int) -> dict[str, Any]:
         "safe": safe,
         "area_fraction": _opt_float(data.get("area_fraction"), f"{where}.area_fraction"),
         "keeps_faces": _opt_bool(data.get("keeps_faces"), f"{where}.keeps_faces"),
+        "reason": _opt_str(data.get("reason"), f"{where}.reason"),
     }
 
 

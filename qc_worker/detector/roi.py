@@ -25,6 +25,10 @@ The chosen crop is:
 
 The foreground steers the choice but is not required inside: the saliency box is crude
 and may not fit a crop of every aspect.
+
+An unsafe crop says why in ``reason``: the faces do not fit that aspect, or its blurred
+share is over the limit. The share is printed with as many decimals as it takes to differ
+from the limit (``5.04% > 5%``), so a crop shown at the limit is always a safe one.
 """
 
 from __future__ import annotations
@@ -39,7 +43,16 @@ from qc_worker.config import RoiConfig, parse_aspect
 from qc_worker.detector.boxes import Box, box_area, clip_box, expand_box, union_box
 from qc_worker.detector.faces import Foreground
 
-__all__ = ["Roi", "RoiConfig", "best_crop", "blur_integral", "crop_safe_rois", "parse_aspect"]
+__all__ = [
+    "Roi",
+    "RoiConfig",
+    "best_crop",
+    "blur_integral",
+    "crop_safe_rois",
+    "parse_aspect",
+    "percent_beyond",
+    "unsafe_reason",
+]
 
 
 @dataclass(frozen=True)
@@ -52,6 +65,8 @@ class Roi:
     safe: bool
     area_fraction: float
     keeps_faces: bool
+    #: Why the crop is unsafe (None when it is safe); see the module doc.
+    reason: str | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -61,7 +76,27 @@ class Roi:
             "safe": bool(self.safe),
             "area_fraction": float(self.area_fraction),
             "keeps_faces": bool(self.keeps_faces),
+            "reason": self.reason,
         }
+
+
+def percent_beyond(value: float, limit: float) -> str:
+    """``value`` as a percentage with the fewest decimals (up to 3) that keep it apart from
+    ``limit`` when it differs, so that a share printed over a limit never reads as equal."""
+    for decimals in range(4):
+        shown = round(value * 100, decimals)
+        if value == limit or shown != round(limit * 100, decimals):
+            break
+    return f"{shown:.{decimals}f}%"
+
+
+def unsafe_reason(aspect: str, blur_fraction: float, keeps_faces: bool, max_blur_fraction: float) -> str | None:
+    """Why a crop with these facts is unsafe, or None when it is safe (the rule of the module doc)."""
+    if not keeps_faces:
+        return f"faces do not fit {aspect}"
+    if blur_fraction > max_blur_fraction:
+        return f"blur {percent_beyond(blur_fraction, max_blur_fraction)} > {max_blur_fraction * 100:g}%"
+    return None
 
 
 def blur_integral(blurred: np.ndarray) -> np.ndarray:
@@ -166,6 +201,7 @@ def best_crop(
         safe=bool(safe[i]),
         area_fraction=w * h / (width * height),
         keeps_faces=bool(K[i]),
+        reason=unsafe_reason(aspect, float(frac[i]), bool(K[i]), config.max_blur_fraction),
     )
 
 
