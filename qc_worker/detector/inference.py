@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from qc_worker.detector.checkpoint import CheckpointMeta, load_checkpoint
-from qc_worker.detector.model import BlurDetector
+from qc_worker.detector.model import BlurDetector, fold_batchnorm
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class Detector:
         dtype: torch.dtype | None,
         config: InferenceConfig = InferenceConfig(),
     ) -> None:
-        self.model = model.to(device).eval()
+        self.model = fold_batchnorm(model.to(device).eval())
         if device.type == "cpu":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.meta = meta

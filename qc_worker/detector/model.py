@@ -16,6 +16,7 @@ import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from qc_worker.detector.frequency import BlurFrequency, FrequencySpec
 from qc_worker.detector.pretrained import (
@@ -134,6 +135,34 @@ class BlurDetector(nn.Module):
         logits = self.mask_head(y)[..., :h, :w]
         intensity = torch.sigmoid(self.intensity_head(y))[..., :h, :w]
         return DetectorOutput(logits, intensity, aux)
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold every BatchNorm that directly follows a convolution into it, in place.
+
+    For serving only (the model must be in eval mode): a frozen BatchNorm is an affine map,
+    so the convolution can absorb it and the forward pass skips a full read and write of
+    each feature map. On the CPU the normalisations took about a fifth of the detector's
+    time. Pairs are found where the encoders and the U-Net decoder keep them: as neighbours
+    in an ``nn.Sequential`` (MobileNetV2, EfficientNet, the decoder, ResNet's downsample) or
+    as torchvision ResNet's ``convN`` / ``bnN`` attributes.
+    """
+    if model.training:
+        raise ValueError("fold_batchnorm needs a model in eval mode (running statistics)")
+    for parent in list(model.modules()):
+        children = parent._modules
+        names = list(children)
+        if isinstance(parent, nn.Sequential):
+            pairs = list(zip(names, names[1:], strict=False))
+        else:
+            pairs = [(f"conv{n[2:]}", n) for n in names if n.startswith("bn") and f"conv{n[2:]}" in children]
+        for a, b in pairs:
+            conv, norm = children[a], children[b]
+            # The exact type: timm's BatchNormAct2d subclasses BatchNorm2d and carries an activation.
+            if isinstance(conv, nn.Conv2d) and type(norm) is nn.BatchNorm2d:
+                children[a] = fuse_conv_bn_eval(conv, norm)
+                children[b] = nn.Identity()
+    return model
 
 
 def load_encoder_weights(model: BlurDetector, path: Path) -> str:

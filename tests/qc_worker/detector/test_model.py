@@ -7,7 +7,7 @@ import torch
 import torchvision
 
 from qc_worker.detector.frequency import BlurFrequency
-from qc_worker.detector.model import BlurDetector, ModelConfig, build_model, load_encoder_weights
+from qc_worker.detector.model import BlurDetector, ModelConfig, build_model, fold_batchnorm, load_encoder_weights
 
 TINY = ModelConfig(encoder="resnet18", decoder_channels=(32, 16, 16, 8, 8))
 
@@ -20,6 +20,30 @@ def test_any_input_size_gives_maps_of_the_same_size(h, w):
     assert out.logits.shape == out.intensity.shape == (2, 1, h, w)
     assert out.aux == []
     assert 0 <= float(out.intensity.min()) and float(out.intensity.max()) <= 1
+
+
+@pytest.mark.parametrize("encoder", ["resnet18", "mobilenet_v2", "efficientnet-lite0"])
+def test_folding_batchnorm_keeps_the_maps_and_leaves_no_norm(encoder):
+    model = BlurDetector(ModelConfig(encoder=encoder, decoder_channels=(32, 16, 16, 8, 8)))
+    # Non-trivial running statistics, as a trained model has.
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    x = torch.rand(2, 3, 96, 80)
+    with torch.no_grad():
+        before = model(x)
+        fold_batchnorm(model)
+        after = model(x)
+    assert not any(type(m) is torch.nn.BatchNorm2d for m in model.modules())
+    torch.testing.assert_close(after.logits, before.logits, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(after.intensity, before.intensity, atol=1e-5, rtol=1e-4)
+
+
+def test_folding_batchnorm_refuses_a_model_in_training():
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batchnorm(BlurDetector(TINY).train())
 
 
 def test_aux_heads_run_only_in_training_or_when_asked():
