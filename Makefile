@@ -52,8 +52,8 @@ train-weights: $(VENV_PY)
 
 # --- entry points -------------------------------------------------------------------
 demo: venv
-	$(VENV)/bin/qc screen samples/images --out out/demo-overlays
-	@echo "demo: verdicts are in ./qc.db (SQLite), overlay images in out/demo-overlays/"
+	$(VENV)/bin/qc screen samples/images --out out/demo-overlays --report out/demo-report.html
+	@echo "demo: verdicts are in ./qc.db (SQLite), overlay images in out/demo-overlays/, the report in out/demo-report.html"
 
 # pytest exits 5 when it collected no tests; that must fail CI, not pass it.
 # Prerequisites first, so a fresh machine gets them or a one-line reason: PostgreSQL and

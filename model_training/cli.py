@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 app = typer.Typer(
     help="Artwork QC training tools: synthesise motion-blur data, fit, evaluate, calibrate and export the detector.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 console = Console(stderr=True)
 

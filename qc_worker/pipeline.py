@@ -38,6 +38,7 @@ from qc_worker.detector.roi import Roi, crop_safe_rois
 from qc_worker.images import ImageError, decode_image
 from qc_worker.overlay import encode_overlay, render_overlay
 from qc_worker.storage import LocalStore, StorageError, Store, TransientStorageError
+from qc_worker.summary import crop_json
 from qc_worker.vocabulary import FailureKind, OutcomeStatus, SourceKind
 
 if TYPE_CHECKING:  # the detector pulls in torch; enqueueing and bookkeeping need none of it
@@ -113,7 +114,7 @@ class Outcome:
             "size": list(self.size) if self.size else None,
             "worst_region": self.worst_region,
             "regions": self.regions,
-            "rois": self.rois,
+            "rois": [crop_json(r) for r in self.rois],
             "overlay": self.overlay,
             "timings": self.timings,
             "image_id": self.image_id,

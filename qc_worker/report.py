@@ -1,7 +1,8 @@
 """One self-contained HTML page of screening results for a title or a job (`qc report`).
 
-For each image of the title (``images.title_id``, or a video of the title) or of the job
-(``job_items`` and ``images.job_id``) the page shows:
+For each image of the title (``images.title_id``, or a video of the title), of the job
+(``job_items`` and ``images.job_id``) or of a local ``qc screen`` run (the images it just
+screened, :func:`images_report`) the page shows:
 
 * the thumbnail with its overlay: the stored overlay image (``screenings.overlay_uri``) when
   it can be read, else the stored regions and crops drawn onto the thumbnail by the one box
@@ -58,6 +59,7 @@ __all__ = [
     "Report",
     "ReportError",
     "ReportOptions",
+    "images_report",
     "job_report",
     "open_report_store",
     "resolve_title",
@@ -228,6 +230,23 @@ def job_report(session: Session, job_id: int, store: Reader, *, options: ReportO
     if job.error:
         facts.append(("error", job.error))
     return _render(session, f"Job {job.id}", subject, facts, entries, store, options)
+
+
+def images_report(
+    session: Session,
+    image_ids: Sequence[int],
+    store: Reader,
+    *,
+    heading: str,
+    facts: Sequence[tuple[str, str]] = (),
+    options: ReportOptions = ReportOptions(),
+) -> Report:
+    """The report of the given images in the given order (an image named twice shows once):
+    ``qc screen --report`` writes one for a local run, which has no title or job."""
+    images = queries.images_by_id(session, image_ids)
+    entries = [_image_entry(images[i]) for i in dict.fromkeys(image_ids) if i in images]
+    subject = f"{heading} ({len(entries)} images)"
+    return _render(session, heading, subject, [*facts, ("images", str(len(entries)))], entries, store, options)
 
 
 def _image_entry(image: Image) -> _Entry:

@@ -23,6 +23,7 @@ app = typer.Typer(
     help="Artwork QC: find subtle motion blur in streaming artwork.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,
 )
 
 

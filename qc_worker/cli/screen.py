@@ -7,39 +7,33 @@ import io
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
+from rich import box
+from rich.cells import cell_len
+from rich.console import Console, Group, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from qc_worker.cli.common import err, fail, first_line, load_settings
-from qc_worker.vocabulary import OutcomeStatus, RegionKind, Verdict
+from qc_worker.summary import crop_text, csv_header, csv_row, worst_text
+from qc_worker.vocabulary import OutcomeStatus, Verdict
+
+if TYPE_CHECKING:
+    from qc_worker.config import Settings
+    from qc_worker.pipeline import Outcome
+    from qc_worker.storage import Store
 
 
 class Format(StrEnum):
     table = "table"
     json = "json"
     csv = "csv"
-
-
-def _crop_text(roi: dict | None) -> str:
-    if not roi:
-        return "-"
-    x0, y0, x1, y1 = roi["bbox"]
-    return f"{x1 - x0}x{y1 - y0}+{x0}+{y0} {'safe' if roi['safe'] else 'UNSAFE'} ({roi['blur_fraction']:.0%} blur)"
-
-
-def _worst_text(region: dict | None) -> str:
-    if not region:
-        return "-"
-    if region["kind"] == RegionKind.COMPONENT:
-        return f"{region['label']} ({region['area_fraction']:.1%} of image, p={region['mean_probability']:.2f})"
-    return f"{region['label']} ({region['coverage']:.0%} blurred)"
 
 
 def _skipped_folders(paths: list[str]) -> int:
@@ -66,10 +60,17 @@ def screen(
         Path | None,
         typer.Option("--out", help="Write overlay images (JPEG: heat map, regions, crops) here."),
     ] = None,
-    fmt: Annotated[Format, typer.Option("--format", help="Summary format on standard output.")] = Format.table,
+    fmt: Annotated[
+        str,
+        typer.Option("--format", metavar="[table|json|csv]", help="Summary format on standard output."),
+    ] = Format.table,
     model: Annotated[
         Path | None,
         typer.Option("--model", help="Checkpoint to use (default: QC_MODEL_PATH or the shipped one)."),
+    ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option("--report", help="Also write the run's self-contained HTML report (as qc report makes) here."),
     ] = None,
 ) -> None:
     """Screen images in-process: verdicts, blurred regions and crop-safe ROIs, stored in the database.
@@ -85,9 +86,14 @@ def screen(
     from qc_worker.pipeline import Screener, load_detector
     from qc_worker.storage import LocalStore, StorageError, open_store
 
+    # --format is a plain string checked here: typer's own choice error is a usage block.
+    if fmt not in tuple(Format):
+        raise fail(f"--format {fmt!r}: choose one of {', '.join(Format)}")
     settings = load_settings()
     if out is not None and out.exists() and not out.is_dir():
         raise fail(f"--out {out} is a file; give a folder for the overlay images")
+    if report is not None and report.is_dir():
+        raise fail(f"--report {report} is a folder; give the HTML file to write")
     logging.basicConfig(level=settings.log_level, format="%(levelname)s %(message)s", stream=sys.stderr)
     store = open_store(settings, confine=False)
     try:
@@ -130,43 +136,107 @@ def screen(
         task = bar.add_task("screening", total=len(uris))
         for outcome in screener.screen(uris, progress=lambda o: bar.advance(task)):
             outcomes.append(outcome)
-    _print_outcomes(outcomes, fmt)
+    _print_outcomes(outcomes, Format(fmt), settings.roi.aspects)
+    if report is not None:
+        _write_report(settings, store, report, paths, outcomes)
     counts = {v: sum(o.verdict == v for o in outcomes) for v in Verdict}
     failed = sum(o.status == OutcomeStatus.FAILED for o in outcomes)
     err.print(
         f"screened {len(outcomes) - failed} of {len(outcomes)}: {counts[Verdict.PASS]} pass, "
         f"{counts[Verdict.REVIEW]} review, {counts[Verdict.REJECT]} reject, {failed} failed; "
-        f"results in {settings.redacted()['database_url']}" + (f", overlays in {out}" if out else "")
+        f"results in {settings.redacted()['database_url']}"
+        + (f", overlays in {out}" if out else "")
+        + (f", report in {report}" if report else "")
     )
 
 
-def _print_outcomes(outcomes: list, fmt: Format) -> None:
+def _print_outcomes(outcomes: list[Outcome], fmt: Format, aspects: Sequence[str]) -> None:
     if fmt is Format.json:
         typer.echo(json.dumps([o.to_dict() for o in outcomes], indent=2))
-        return
-    rows = [
-        (
-            o.uri,
-            o.verdict or OutcomeStatus.FAILED,
-            f"{o.score:.2f}" if o.score is not None else "",
-            _worst_text(o.worst_region),
-            _crop_text(o.best_crop("16:9")),
-            o.reason or "",
-        )
-        for o in outcomes
-    ]
-    header = ("image", "verdict", "score", "worst region", "best 16:9 crop", "reason")
-    if fmt is Format.csv:
+    elif fmt is Format.csv:
         buf = io.StringIO()
         writer = csv.writer(buf)
-        writer.writerow(header)
-        writer.writerows(rows)
+        writer.writerow(csv_header(aspects))
+        writer.writerows(csv_row(o, aspects) for o in outcomes)
         typer.echo(buf.getvalue(), nl=False)
-        return
-    table = Table(title="Screening results")
-    for h in header:
-        table.add_column(h, overflow="fold")
-    colour = {Verdict.PASS: "green", Verdict.REVIEW: "yellow", Verdict.REJECT: "red", OutcomeStatus.FAILED: "magenta"}
+    else:
+        console = Console()
+        console.print(summary_table(outcomes, aspects[0], console.width))
+
+
+_COLOURS = {Verdict.PASS: "green", Verdict.REVIEW: "yellow", Verdict.REJECT: "red", OutcomeStatus.FAILED: "magenta"}
+
+
+def _cells(o: Outcome, aspect: str) -> list[Text]:
+    verdict = o.verdict or OutcomeStatus.FAILED
+    return [
+        Text(Path(o.uri).name or o.uri),
+        Text(verdict, style=_COLOURS[verdict]),
+        Text(f"{o.score:.2f}" if o.score is not None else "-"),
+        Text(worst_text(o.worst_region)),
+        Text(crop_text(o.best_crop(aspect))),
+        Text(o.why or "-"),
+    ]
+
+
+def _word_widths(text: Text) -> tuple[int, int]:
+    """(longest word, whole text) in cells: a column narrower than its longest word would
+    break a number or a file name in the middle."""
+    return max((cell_len(w) for w in text.plain.split()), default=1), cell_len(text.plain)
+
+
+def _fit(least: list[int], most: list[int], room: int) -> list[int]:
+    """Column widths between ``least`` and ``most`` that add up to at most ``room``, the
+    room left over shared in proportion to what each column still wants."""
+    want = [m - lo for lo, m in zip(least, most, strict=True)]
+    spare = room - sum(least)
+    if spare >= sum(want):
+        return list(most)
+    return [lo + spare * w // max(sum(want), 1) for lo, w in zip(least, want, strict=True)]
+
+
+def summary_table(outcomes: Sequence[Outcome], aspect: str, width: int) -> RenderableType:
+    """The summary for people, ``width`` columns wide: a table whose columns are never
+    narrower than their longest word, so rich wraps between words and never inside a
+    number or a file name; when even that does not fit, one block of lines per image."""
+    header = ["image", "verdict", "score", "worst region", f"{aspect} crop", "why"]
+    rows = [_cells(o, aspect) for o in outcomes]
+    measures = [[_word_widths(Text(h))] + [_word_widths(r[i]) for r in rows] for i, h in enumerate(header)]
+    least = [max(m[0] for m in col) for col in measures]
+    most = [max(m[1] for m in col) for col in measures]
+    chrome = 3 * (len(header) - 1)  # a separator and two spaces of padding between columns
+    if sum(least) + chrome > width:
+        return _blocks(header, rows)
+    table = Table(title="Screening results", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for name, w in zip(header, _fit(least, most, width - chrome), strict=True):
+        table.add_column(name, width=w)
     for r in rows:
-        table.add_row(escape(Path(r[0]).name), f"[{colour[r[1]]}]{r[1]}[/]", *(escape(x) for x in r[2:]))
-    Console().print(table)
+        table.add_row(*r)
+    return table
+
+
+def _blocks(header: list[str], rows: list[list[Text]]) -> RenderableType:
+    """One image per block: its name, then a line per value, for terminals too narrow for the table."""
+    lines: list[Text] = []
+    for name, *values in rows:
+        lines.append(Text.assemble(name, " ", values[0], " ", values[1]))
+        lines += [Text.assemble(f"  {h}: ", v) for h, v in zip(header[3:], values[2:], strict=True)]
+    return Group(*lines)
+
+
+def _write_report(settings: Settings, store: Store, path: Path, paths: list[str], outcomes: list[Outcome]) -> None:
+    """The run's HTML report (:func:`qc_worker.report.images_report`), from what the database
+    now holds for the images just screened."""
+    from qc_worker.db.engine import get_sessionmaker
+    from qc_worker.report import ReportOptions, images_report
+
+    ids = [o.image_id for o in outcomes if o.image_id is not None]
+    facts = [("screened", ", ".join(paths)), ("results", settings.redacted()["database_url"])]
+    with get_sessionmaker(settings.database_url)() as session:
+        page = images_report(
+            session, ids, store, heading="qc screen", facts=facts, options=ReportOptions.from_settings(settings)
+        )
+    try:
+        page.write(path)
+    except OSError as exc:
+        raise fail(f"cannot write the report {path}: {exc.strerror or exc}", 1) from exc

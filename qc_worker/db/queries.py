@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, selectinload
 from qc_worker.db.models import Image, Job, JobItem, Screening, Title, Video
 
 __all__ = [
+    "images_by_id",
     "job_images",
     "job_items",
     "newest_screenings",
@@ -50,6 +51,17 @@ def job_images(session: Session, job: Job, image_ids: Iterable[int]) -> dict[int
     """Images recorded with the job's id or named by its items, by id."""
     query = select(Image).where(or_(Image.job_id == job.id, Image.id.in_(list(image_ids))))
     return {i.id: i for i in session.execute(query).scalars()}
+
+
+def images_by_id(session: Session, image_ids: Iterable[int]) -> dict[int, Image]:
+    """The images with these ids, by id (ids with no image are left out)."""
+    ids = list(dict.fromkeys(image_ids))
+    found: dict[int, Image] = {}
+    for start in range(0, len(ids), _CHUNK):
+        found.update(
+            (i.id, i) for i in session.execute(select(Image).where(Image.id.in_(ids[start : start + _CHUNK]))).scalars()
+        )
+    return found
 
 
 def newest_screenings(session: Session, image_ids: Iterable[int]) -> dict[int, Screening]:

@@ -1,8 +1,21 @@
 """The one box renderer (qc_worker.overlay): what is drawn, in which colour, and the heat map."""
 
-import numpy as np
+import itertools
 
-from qc_worker.overlay import BLURRED, SHARP, aspect_colours, draw_boxes, encode_overlay, render_overlay
+import cv2
+import numpy as np
+import pytest
+
+from qc_worker.overlay import (
+    BLURRED,
+    ROI_COLOURS,
+    SHARP,
+    aspect_colours,
+    draw_boxes,
+    encode_overlay,
+    layout,
+    render_overlay,
+)
 
 
 def _colour_on_edge(img, box, colour, tol=40):
@@ -50,3 +63,57 @@ def test_the_overlay_tints_where_the_blur_is():
     assert left[0] == left[1] == left[2]  # grey where sharp
     assert np.ptp(right) > 60  # coloured where blurred
     assert encode_overlay(out)[:2] == b"\xff\xd8"
+
+
+def _lab(colour) -> np.ndarray:
+    return cv2.cvtColor(np.float32([[colour]]) / 255.0, cv2.COLOR_RGB2Lab)[0, 0]
+
+
+def test_crop_colours_are_far_from_the_faces_green_the_blur_red_and_each_other():
+    colours = [SHARP, BLURRED, *ROI_COLOURS]
+    for a, b in itertools.combinations(colours, 2):
+        assert np.linalg.norm(_lab(a) - _lab(b)) > 40, (a, b)
+
+
+CORNERED = [  # four aspects sharing the top-left and bottom-left corners, as crops often do
+    {"aspect": "16:9", "bbox": [0, 0, 320, 180], "safe": True},
+    {"aspect": "4:3", "bbox": [0, 0, 240, 180], "safe": False},
+    {"aspect": "1:1", "bbox": [0, 0, 180, 180], "safe": True},
+    {"aspect": "2:3", "bbox": [0, 0, 120, 180], "safe": False},
+]
+FACES = [
+    {"kind": "face", "label": "face_0", "bbox": [10, 10, 60, 60], "verdict": "sharp", "coverage": 0.0},
+    {"kind": "face", "label": "face_1", "bbox": [12, 14, 58, 64], "verdict": "blurred", "coverage": 0.4},
+    {"kind": "component", "label": "component_0", "bbox": [0, 100, 320, 180], "verdict": "blurred"},
+]
+
+
+@pytest.mark.parametrize(("shape", "scale"), [((180, 320, 3), 0.4), ((180, 320, 3), 0.8), ((90, 160, 3), 0.4)])
+def test_labels_and_legend_never_overlap_and_stay_inside(shape, scale):
+    legend, labels = layout(shape, FACES, CORNERED, font_scale=scale)
+    boxes = [label.box for label in labels] + ([legend.box] if legend else [])
+    for a, b in itertools.combinations(boxes, 2):
+        assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (a, b)
+    for x0, y0, x1, y1 in boxes:
+        assert 0 <= x0 < x1 <= shape[1] and 0 <= y0 < y1 <= shape[0]
+    if shape[0] >= 180 and scale == 0.4:  # room for everything: nothing is left out
+        assert legend is not None and len(labels) == 6
+
+
+def test_the_legend_names_what_each_colour_means():
+    legend, _ = layout((360, 640, 3), FACES, CORNERED)
+    assert [text for _, text in legend.lines] == [
+        "blurred",
+        "sharp face",
+        "16:9 crop",
+        "4:3 crop",
+        "1:1 crop",
+        "2:3 crop",
+    ]
+    assert [c for c, _ in legend.lines][2:] == list(aspect_colours(CORNERED).values())
+    out = draw_boxes(np.full((360, 640, 3), 128, np.uint8), FACES, CORNERED)
+    x0, y0, x1, y1 = legend.box
+    band = out[y0:y1, x0:x1].reshape(-1, 3)
+    for colour, _ in legend.lines:  # each swatch is painted in the legend's band
+        assert (np.abs(band.astype(int) - colour) <= 5).all(axis=1).sum() >= 9, colour
+    assert legend.box[1] == 360 - (y1 - y0) and legend.box[0] == 0  # bottom-left first

@@ -205,13 +205,38 @@ def test_qc_screen_command(tiny_checkpoint, batch_dir, tmp_path, monkeypatch):
             "csv",
         ],
     )
-    assert res.exit_code == 0 and "best 16:9 crop" in res.stdout
+    assert res.exit_code == 0 and res.stdout.startswith("file,status,verdict,score,reason,worst_kind")
     assert runner.invoke(app, ["screen", str(tmp_path / "missing")]).exit_code == 2
     (tmp_path / "none").mkdir()
     res = runner.invoke(app, ["screen", str(tmp_path / "none")])
     assert res.exit_code == 2 and "no images found" in res.output
     res = runner.invoke(app, ["screen", str(batch_dir), "--model", str(tmp_path / "nope.safetensors")])
     assert res.exit_code == 2 and "cannot load the detector" in res.output
+    get_settings.cache_clear()
+
+
+def test_qc_screen_report_writes_the_runs_html_page(tiny_checkpoint, batch_dir, tmp_path, monkeypatch):
+    import re
+
+    monkeypatch.setenv("QC_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    from qc_worker.config import get_settings
+
+    get_settings.cache_clear()
+    page = tmp_path / "reports" / "run.html"
+    args = ["screen", str(batch_dir), "--model", str(tiny_checkpoint), "--format", "json", "--report", str(page)]
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "ov")])
+    get_settings.cache_clear()
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout[res.stdout.index("[") : res.stdout.rindex("]") + 1])  # stdout stays JSON
+    html = page.read_text(encoding="utf-8")
+    assert 'data-images="6"' in html and "qc screen" in html
+    assert re.search(r'class="pill failed">4 failed', html), html[:2000]
+    for name in ("coffee.jpg", "portrait_A000069.jpg", "truncated.jpg", "bomb.png"):
+        assert name in html
+    assert "http://" not in html and "https://" not in html  # self-contained
+    assert html.count("data:image/jpeg;base64,") >= 2  # the two screened images' overlays
+    res = runner.invoke(app, ["screen", str(batch_dir), "--report", str(tmp_path)])
+    assert res.exit_code == 2 and res.output.strip().endswith("is a folder; give the HTML file to write")
     get_settings.cache_clear()
 
 
