@@ -10,12 +10,17 @@ with its aspect ratio and whether it is safe.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from qc_worker.vocabulary import RegionKind, RegionVerdict
+
+if TYPE_CHECKING:
+    from qc_worker.detector.regions import Region
+    from qc_worker.detector.roi import Roi
 
 __all__ = ["BLURRED", "SHARP", "aspect_colours", "draw_boxes", "encode_overlay", "render_overlay"]
 
@@ -25,9 +30,9 @@ _ROI_COLOURS = [(255, 200, 0), (0, 190, 255), (255, 0, 200), (140, 90, 255), (25
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
-def aspect_colours(rois: Iterable[Mapping]) -> dict[str, tuple[int, int, int]]:
+def aspect_colours(rois: Iterable[Roi]) -> dict[str, tuple[int, int, int]]:
     """One colour per aspect ratio, in the order the aspects first appear."""
-    aspects = dict.fromkeys(str(r["aspect"]) for r in rois)
+    aspects = dict.fromkeys(str(r.aspect) for r in rois)
     return {a: _ROI_COLOURS[i % len(_ROI_COLOURS)] for i, a in enumerate(aspects)}
 
 
@@ -43,37 +48,36 @@ def _label(out: np.ndarray, text: str, x: int, y: int, colour: tuple[int, int, i
 
 def draw_boxes(
     out: np.ndarray,
-    regions: Iterable[Mapping] = (),
-    rois: Iterable[Mapping] = (),
+    regions: Iterable[Region] = (),
+    rois: Iterable[Roi] = (),
     *,
     thickness: int = 2,
     font_scale: float = 0.4,
 ) -> np.ndarray:
     """Draw regions and crops in place on the RGB uint8 ``out`` and return it.
 
-    ``regions`` and ``rois`` are mappings in their ``to_dict()`` form (``kind``, ``label``,
-    ``bbox``, ``verdict``, ``coverage``; ``aspect``, ``bbox``, ``safe``), with boxes in
-    ``out``'s pixels. Grid cells are never drawn (they are a summary); a sharp region is
+    ``regions`` and ``rois`` are the detector's values (``qc report`` makes them from stored
+    rows), with boxes in ``out``'s pixels. Grid cells are never drawn (they are a summary); a sharp region is
     drawn only when it is a face.
     """
     rois = list(rois)
     for r in regions:
-        kind, blurred = r.get("kind"), r.get("verdict") == RegionVerdict.BLURRED
+        kind, blurred = r.kind, r.verdict == RegionVerdict.BLURRED
         if kind == RegionKind.GRID or not (blurred or kind == RegionKind.FACE):
             continue
         colour = BLURRED if blurred else SHARP
-        x0, y0, x1, y1 = (int(round(v)) for v in r["bbox"])
+        x0, y0, x1, y1 = (int(round(v)) for v in r.bbox)
         cv2.rectangle(out, (x0, y0), (max(x1 - 1, x0), max(y1 - 1, y0)), colour, thickness)
         if kind == RegionKind.FACE:
-            coverage = r.get("coverage")
-            text = f"{r.get('label') or 'face'}" + (f" {coverage:.0%}" if coverage is not None else "")
+            coverage = r.coverage
+            text = f"{r.label or 'face'}" + (f" {coverage:.0%}" if coverage is not None else "")
             _label(out, text, x0, y0, colour, font_scale)
     colours = aspect_colours(rois)
     for roi in rois:
-        colour = colours[str(roi["aspect"])]
-        x0, y0, x1, y1 = (int(round(v)) for v in roi["bbox"])
+        colour = colours[str(roi.aspect)]
+        x0, y0, x1, y1 = (int(round(v)) for v in roi.bbox)
         cv2.rectangle(out, (x0, y0), (max(x1 - 1, x0), max(y1 - 1, y0)), colour, thickness)
-        text = f"{roi['aspect']} {'safe' if roi.get('safe', True) else 'unsafe'}"
+        text = f"{roi.aspect} {'safe' if roi.safe else 'unsafe'}"
         _label(out, text, x0 + thickness, y1 - thickness - round(24 * font_scale), colour, font_scale)
     return out
 
@@ -81,10 +85,10 @@ def draw_boxes(
 def render_overlay(
     rgb: np.ndarray,
     probability: np.ndarray,
-    regions: Iterable[Mapping] = (),
-    rois: Iterable[Mapping] = (),
+    regions: Iterable[Region] = (),
+    rois: Iterable[Roi] = (),
 ) -> np.ndarray:
-    """An RGB uint8 image the size of ``rgb``. ``regions``/``rois`` are their ``to_dict()`` forms."""
+    """An RGB uint8 image the size of ``rgb``, with the detector's regions and crops drawn."""
     gray = cv2.cvtColor(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
     heat = cv2.applyColorMap(np.clip(probability * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
     alpha = np.clip(probability, 0, 1)[..., None] * 0.6

@@ -9,7 +9,7 @@ import logging
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -20,6 +20,10 @@ from rich.table import Table
 from qc_worker.cli.common import err, fail, first_line, load_settings
 from qc_worker.vocabulary import OutcomeStatus, RegionKind, Verdict
 
+if TYPE_CHECKING:
+    from qc_worker.detector.regions import Region
+    from qc_worker.detector.roi import Roi
+
 
 class Format(StrEnum):
     table = "table"
@@ -27,19 +31,19 @@ class Format(StrEnum):
     csv = "csv"
 
 
-def _crop_text(roi: dict | None) -> str:
+def _crop_text(roi: Roi | None) -> str:
     if not roi:
         return "-"
-    x0, y0, x1, y1 = roi["bbox"]
-    return f"{x1 - x0}x{y1 - y0}+{x0}+{y0} {'safe' if roi['safe'] else 'UNSAFE'} ({roi['blur_fraction']:.0%} blur)"
+    x0, y0, x1, y1 = roi.bbox
+    return f"{x1 - x0}x{y1 - y0}+{x0}+{y0} {'safe' if roi.safe else 'UNSAFE'} ({roi.blur_fraction:.0%} blur)"
 
 
-def _worst_text(region: dict | None) -> str:
+def _worst_text(region: Region | None) -> str:
     if not region:
         return "-"
-    if region["kind"] == RegionKind.COMPONENT:
-        return f"{region['label']} ({region['area_fraction']:.1%} of image, p={region['mean_probability']:.2f})"
-    return f"{region['label']} ({region['coverage']:.0%} blurred)"
+    if region.kind == RegionKind.COMPONENT:
+        return f"{region.label} ({region.area_fraction:.1%} of image, p={region.mean_probability:.2f})"
+    return f"{region.label} ({region.coverage:.0%} blurred)"
 
 
 def _skipped_folders(paths: list[str]) -> int:
