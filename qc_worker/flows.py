@@ -41,8 +41,9 @@ from qc_worker.config import Settings
 from qc_worker.db.models import Job
 from qc_worker.frames import FrameSampler, VideoError, encode_thumbnail, probe
 from qc_worker.logs import log_context
-from qc_worker.pipeline import Outcome, Screener, Source, load_detector
+from qc_worker.pipeline import Screener, load_detector
 from qc_worker.storage import RoutingStore, StorageError, TransientStorageError
+from qc_worker.values import Outcome, Source
 from qc_worker.vocabulary import JobKind, JobStatus, OutcomeStatus, TaskName
 
 log = logging.getLogger(__name__)

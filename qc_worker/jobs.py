@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from qc_worker.db.models import Image, Job, JobItem, Screening, Title, Video, utcnow
 from qc_worker.db.writes import dialect_insert
-from qc_worker.pipeline import Outcome, Source
+from qc_worker.values import ImageOrigin, Outcome, Source
 from qc_worker.vocabulary import ImageStatus, JobItemStatus, JobKind, JobStatus, OutcomeStatus, SourceKind
 
 #: Kinds of image source per job kind, as stored in images.source_kind.
@@ -156,13 +156,15 @@ def sources_for(session: Session, job: Job, item_ids: Sequence[int]) -> list[tup
             item.id,
             Source(
                 item.uri,
-                source_kind=kind,
-                title_id=job.title_id,
-                video_id=job.video_id,
-                job_id=job.id,
-                timestamp_s=item.timestamp_s,
-                frame_index=item.frame_index,
-                vendor=job.payload.get("vendor"),
+                ImageOrigin(
+                    source_kind=kind,
+                    title_id=job.title_id,
+                    video_id=job.video_id,
+                    job_id=job.id,
+                    timestamp_s=item.timestamp_s,
+                    frame_index=item.frame_index,
+                    vendor=job.payload.get("vendor"),
+                ),
             ),
         )
         for item in items

@@ -41,7 +41,7 @@ from qc_worker.config import Settings, export_process_variable
 from qc_worker.vocabulary import FailureKind, OutcomeStatus, TaskState
 
 if TYPE_CHECKING:
-    from qc_worker.pipeline import Outcome
+    from qc_worker.values import Outcome
 
 __all__ = [
     "FAILURE_KINDS",

@@ -12,14 +12,19 @@ small legend that says what each colour means (:func:`layout`).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from qc_worker.detector.boxes import Box
 from qc_worker.vocabulary import RegionKind, RegionVerdict
+
+if TYPE_CHECKING:
+    from qc_worker.detector.regions import Region
+    from qc_worker.detector.roi import Roi
 
 __all__ = [
     "BLURRED",
@@ -63,9 +68,9 @@ class Legend:
     box: Box
 
 
-def aspect_colours(rois: Iterable[Mapping]) -> dict[str, Colour]:
+def aspect_colours(rois: Iterable[Roi]) -> dict[str, Colour]:
     """One colour per aspect ratio, in the order the aspects first appear."""
-    aspects = dict.fromkeys(str(r["aspect"]) for r in rois)
+    aspects = dict.fromkeys(str(r.aspect) for r in rois)
     return {a: ROI_COLOURS[i % len(ROI_COLOURS)] for i, a in enumerate(aspects)}
 
 
@@ -103,11 +108,11 @@ def _place(
     return None
 
 
-def _drawn_regions(regions: Iterable[Mapping]) -> list[tuple[Mapping, bool]]:
+def _drawn_regions(regions: Iterable[Region]) -> list[tuple[Region, bool]]:
     """(region, blurred) of the regions drawn: blurred ones and sharp faces, never grid cells."""
     drawn = []
     for r in regions:
-        kind, blurred = r.get("kind"), r.get("verdict") == RegionVerdict.BLURRED
+        kind, blurred = r.kind, r.verdict == RegionVerdict.BLURRED
         if kind != RegionKind.GRID and (blurred or kind == RegionKind.FACE):
             drawn.append((r, blurred))
     return drawn
@@ -115,8 +120,8 @@ def _drawn_regions(regions: Iterable[Mapping]) -> list[tuple[Mapping, bool]]:
 
 def layout(
     shape: tuple[int, ...],
-    regions: Iterable[Mapping] = (),
-    rois: Iterable[Mapping] = (),
+    regions: Iterable[Region] = (),
+    rois: Iterable[Roi] = (),
     *,
     font_scale: float = 0.4,
     thickness: int = 2,
@@ -148,24 +153,24 @@ def layout(
         legend = Legend(tuple(lines), box) if box else None
     labels = []
     for r, blurred in regions:
-        if r.get("kind") != RegionKind.FACE:
+        if r.kind != RegionKind.FACE:
             continue
-        coverage = r.get("coverage")
-        text = f"{r.get('label') or 'face'}" + (f" {coverage:.0%}" if coverage is not None else "")
+        coverage = r.coverage
+        text = f"{r.label or 'face'}" + (f" {coverage:.0%}" if coverage is not None else "")
         w, h, _ = _text_size(text, font_scale)
-        x0, y0, _, y1 = (int(round(v)) for v in r["bbox"])
+        x0, y0, _, y1 = (int(round(v)) for v in r.bbox)
         box = _place((w, h), [(x0, y0 - h), (x0, y0), (x0, y1)], taken, shape)
         if box:
             labels.append(Label(text, BLURRED if blurred else SHARP, box))
     for roi in rois:
-        text = f"{roi['aspect']} {'safe' if roi.get('safe', True) else 'unsafe'}"
+        text = f"{roi.aspect} {'safe' if roi.safe else 'unsafe'}"
         w, h, _ = _text_size(text, font_scale)
-        x0, y0, x1, y1 = (int(round(v)) for v in roi["bbox"])
+        x0, y0, x1, y1 = (int(round(v)) for v in roi.bbox)
         t = thickness
         inside = [(x0 + t, y1 - t - h), (x0 + t, y0 + t), (x1 - t - w, y1 - t - h), (x1 - t - w, y0 + t)]
         box = _place((w, h), [*inside, (x0, y1), (x0, y0 - h)], taken, shape)
         if box:
-            labels.append(Label(text, colours[str(roi["aspect"])], box))
+            labels.append(Label(text, colours[str(roi.aspect)], box))
     return legend, labels
 
 
@@ -179,27 +184,26 @@ def _write(out: np.ndarray, text: str, x: int, y_bottom: int, colour: Colour, sc
 
 def draw_boxes(
     out: np.ndarray,
-    regions: Iterable[Mapping] = (),
-    rois: Iterable[Mapping] = (),
+    regions: Iterable[Region] = (),
+    rois: Iterable[Roi] = (),
     *,
     thickness: int = 2,
     font_scale: float = 0.4,
 ) -> np.ndarray:
     """Draw regions, crops, their labels and a legend in place on the RGB uint8 ``out`` and return it.
 
-    ``regions`` and ``rois`` are mappings in their ``to_dict()`` form (``kind``, ``label``,
-    ``bbox``, ``verdict``, ``coverage``; ``aspect``, ``bbox``, ``safe``), with boxes in
-    ``out``'s pixels. Grid cells are never drawn (they are a summary); a sharp region is
+    ``regions`` and ``rois`` are the detector's values (``qc report`` makes them from stored
+    rows), with boxes in ``out``'s pixels. Grid cells are never drawn (they are a summary); a sharp region is
     drawn only when it is a face. Labels and legend go where :func:`layout` puts them.
     """
     regions, rois = list(regions), list(rois)
     for r, blurred in _drawn_regions(regions):
-        x0, y0, x1, y1 = (int(round(v)) for v in r["bbox"])
+        x0, y0, x1, y1 = (int(round(v)) for v in r.bbox)
         cv2.rectangle(out, (x0, y0), (max(x1 - 1, x0), max(y1 - 1, y0)), BLURRED if blurred else SHARP, thickness)
     colours = aspect_colours(rois)
     for roi in rois:
-        x0, y0, x1, y1 = (int(round(v)) for v in roi["bbox"])
-        cv2.rectangle(out, (x0, y0), (max(x1 - 1, x0), max(y1 - 1, y0)), colours[str(roi["aspect"])], thickness)
+        x0, y0, x1, y1 = (int(round(v)) for v in roi.bbox)
+        cv2.rectangle(out, (x0, y0), (max(x1 - 1, x0), max(y1 - 1, y0)), colours[str(roi.aspect)], thickness)
     legend, labels = layout(out.shape, regions, rois, font_scale=font_scale, thickness=thickness)
     for label in labels:
         _band(out, label.box)
@@ -219,10 +223,10 @@ def draw_boxes(
 def render_overlay(
     rgb: np.ndarray,
     probability: np.ndarray,
-    regions: Iterable[Mapping] = (),
-    rois: Iterable[Mapping] = (),
+    regions: Iterable[Region] = (),
+    rois: Iterable[Roi] = (),
 ) -> np.ndarray:
-    """An RGB uint8 image the size of ``rgb``. ``regions``/``rois`` are their ``to_dict()`` forms."""
+    """An RGB uint8 image the size of ``rgb``, with ``regions`` and ``rois`` drawn on the heat map."""
     gray = cv2.cvtColor(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
     heat = cv2.applyColorMap(np.clip(probability * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
     alpha = np.clip(probability, 0, 1)[..., None] * 0.6

@@ -16,7 +16,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
@@ -38,88 +38,13 @@ from qc_worker.detector.roi import Roi, crop_safe_rois
 from qc_worker.images import ImageError, decode_image
 from qc_worker.overlay import encode_overlay, render_overlay
 from qc_worker.storage import LocalStore, StorageError, Store, TransientStorageError
-from qc_worker.summary import crop_json
+from qc_worker.values import ImageOrigin, Outcome, Source
 from qc_worker.vocabulary import FailureKind, OutcomeStatus, SourceKind
 
 if TYPE_CHECKING:  # the detector pulls in torch; enqueueing and bookkeeping need none of it
     from qc_worker.detector.inference import Detector
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Source:
-    """One image to screen and what the database should know about where it came from."""
-
-    uri: str
-    source_kind: str | None = SourceKind.LOCAL  # None keeps what the image row already says
-    title_id: int | None = None
-    video_id: int | None = None
-    job_id: int | None = None
-    timestamp_s: float | None = None
-    frame_index: int | None = None
-    vendor: str | None = None
-
-    def image_fields(self) -> dict:
-        return {
-            "source_kind": self.source_kind,
-            "title_id": self.title_id,
-            "video_id": self.video_id,
-            "job_id": self.job_id,
-            "timestamp_s": self.timestamp_s,
-            "frame_index": self.frame_index,
-            "vendor": self.vendor,
-        }
-
-
-@dataclass
-class Outcome:
-    """What happened to one input: a verdict, or a failure with its reason."""
-
-    uri: str
-    status: str
-    verdict: str | None = None
-    score: float | None = None
-    reason: str | None = None
-    sha256: str | None = None
-    size: tuple[int, int] | None = None
-    worst_region: dict | None = None
-    rois: list[dict] = field(default_factory=list)
-    regions: list[dict] = field(default_factory=list)
-    overlay: str | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-    image_id: int | None = None
-    #: Why it failed, in the metrics' words (set from the error that failed it).
-    failure_kind: FailureKind | None = None
-    #: The rules that sent a screened image to review or reject (empty when it passes).
-    reasons: tuple[str, ...] = ()
-
-    @property
-    def why(self) -> str | None:
-        """One line for people: the failure's reason, else the rules that fired."""
-        return self.reason or ("; ".join(self.reasons) or None)
-
-    def best_crop(self, aspect: str = "16:9") -> dict | None:
-        return next((r for r in self.rois if r["aspect"] == aspect), None)
-
-    def to_dict(self) -> dict:
-        return {
-            "uri": self.uri,
-            "status": self.status,
-            "verdict": self.verdict,
-            "score": self.score,
-            "reason": self.why,
-            "reasons": list(self.reasons),
-            "sha256": self.sha256,
-            "size": list(self.size) if self.size else None,
-            "worst_region": self.worst_region,
-            "regions": self.regions,
-            "rois": [crop_json(r) for r in self.rois],
-            "overlay": self.overlay,
-            "timings": self.timings,
-            "image_id": self.image_id,
-            "failure_kind": self.failure_kind,
-        }
 
 
 @dataclass(frozen=True)
@@ -248,7 +173,7 @@ class Screener:
         """
         batch: list[Source] = []
         for item in sources:
-            batch.append(item if isinstance(item, Source) else Source(item, self.source_kind))
+            batch.append(item if isinstance(item, Source) else Source(item, ImageOrigin(self.source_kind)))
             if len(batch) == self.settings.batch_size:
                 yield from self._screen_batch(batch, progress)
                 batch = []
@@ -294,7 +219,7 @@ class Screener:
     def _fail(self, src: Source, reason: str, sha: str | None, kind: FailureKind) -> Outcome:
         log.warning("failed %s: %s", src.uri, reason)
         with self.sessions.begin() as s:
-            image = record_image_failure(s, src.uri, reason, sha, **src.image_fields())
+            image = record_image_failure(s, src.uri, reason, sha, origin=src.origin)
             image_id = image.id
         return Outcome(src.uri, OutcomeStatus.FAILED, reason=reason, sha256=sha, image_id=image_id, failure_kind=kind)
 
@@ -304,13 +229,11 @@ class Screener:
         analysis = analyse_image(d.rgb, prob, inten, self.threshold, s, frame_threshold=self.frame_threshold)
         report, rois, observable = analysis.report, analysis.rois, analysis.observable
         timings["analyse"] = time.perf_counter() - t0
-        regions = [r.to_dict() for r in report.regions]
-        roi_dicts = [r.to_dict() for r in rois]
         overlay = None
         if self.overlay_store is not None:
             t1 = time.perf_counter()
             name = f"{self.overlay_prefix}{PurePosixPath(d.source.uri).stem}-{d.sha256[:10]}.overlay.jpg"
-            data = encode_overlay(render_overlay(d.rgb, np.where(observable, prob, 0.0), regions, roi_dicts))
+            data = encode_overlay(render_overlay(d.rgb, np.where(observable, prob, 0.0), report.regions, rois))
             overlay = self.overlay_store.write(name, data, "image/jpeg")
             timings["overlay"] = time.perf_counter() - t1
         h, w = d.rgb.shape[:2]
@@ -324,7 +247,7 @@ class Screener:
         }
         t2 = time.perf_counter()
         with self.sessions.begin() as session:
-            image = upsert_image(session, d.source.uri, d.sha256, w, h, **d.source.image_fields())
+            image = upsert_image(session, d.source.uri, d.sha256, w, h, d.source.origin)
             image_id = image.id
             save_screening(
                 session,
@@ -333,13 +256,12 @@ class Screener:
                 report.verdict,
                 scores,
                 timings,
-                regions=regions,
-                rois=roi_dicts,
-                job_id=d.source.job_id,
+                regions=report.regions,
+                rois=rois,
+                job_id=d.source.origin.job_id,
                 overlay_uri=overlay,
             )
         timings["store"] = time.perf_counter() - t2
-        worst = report.worst_region.to_dict() if report.worst_region else None
         return Outcome(
             d.source.uri,
             OutcomeStatus.SCREENED,
@@ -347,9 +269,9 @@ class Screener:
             score=float(report.score),
             sha256=d.sha256,
             size=(w, h),
-            worst_region=worst,
-            rois=roi_dicts,
-            regions=regions,
+            worst_region=report.worst_region,
+            rois=rois,
+            regions=list(report.regions),
             overlay=overlay,
             timings=timings,
             image_id=image_id,

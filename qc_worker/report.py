@@ -49,7 +49,8 @@ from sqlalchemy.orm import Session
 from qc_worker.config import RegionConfig, Settings
 from qc_worker.db import queries
 from qc_worker.db.models import BlurRegion, CropRoi, Image, Job, Screening, Title
-from qc_worker.detector.regions import worst_region
+from qc_worker.detector.regions import Region, worst_region
+from qc_worker.detector.roi import Roi
 from qc_worker.images import DEFAULT_MAX_PIXELS, ImageError, decode_image
 from qc_worker.overlay import draw_boxes
 from qc_worker.storage import StorageError
@@ -502,26 +503,24 @@ def _drawn(
     """The thumbnail with the stored regions and crops drawn by the overlay's renderer."""
     sx, sy = thumb.width / max(size[0], 1), thumb.height / max(size[1], 1)
 
-    def scaled(obj: BlurRegion | CropRoi) -> list[float]:
+    def scaled(obj: BlurRegion | CropRoi) -> tuple[int, int, int, int]:
         x0, y0, x1, y1 = _box(obj)
-        return [x0 * sx, y0 * sy, x1 * sx, y1 * sy]
+        return round(x0 * sx), round(y0 * sy), round(x1 * sx), round(y1 * sy)
 
     faces = 0
-    region_dicts = []
+    drawn_regions = []
     for r in regions:
         faces += r.kind == RegionKind.FACE
         label = r.label or (f"face {faces}" if r.kind == RegionKind.FACE else r.kind)
-        region_dicts.append(
-            {
-                "kind": r.kind,
-                "label": label,
-                "bbox": scaled(r),
-                "verdict": _enum_text(r.verdict),
-                "coverage": r.coverage,
-            }
+        drawn_regions.append(
+            Region(
+                r.kind, label, scaled(r), r.area_fraction, r.coverage, r.mean_probability, r.mean_intensity, r.verdict
+            )
         )
-    roi_dicts = [{"aspect": r.aspect, "bbox": scaled(r), "safe": r.safe} for r in rois]
-    return PILImage.fromarray(draw_boxes(np.array(thumb), region_dicts, roi_dicts, thickness=2))
+    drawn_rois = [
+        Roi(r.aspect, scaled(r), r.blur_fraction, r.safe, r.area_fraction, r.keeps_faces, r.reason) for r in rois
+    ]
+    return PILImage.fromarray(draw_boxes(np.array(thumb), drawn_regions, drawn_rois, thickness=2))
 
 
 def _aspects(rois: Sequence[CropRoi]) -> list[str]:

@@ -6,47 +6,49 @@ pixels (left and top edge, width and height). The table writes it ``WxH at X,Y``
 CSV give the four numbers. (The database keeps the detector's corners ``x0, y0, x1, y1``,
 documented for analysts in ``docs/sql.md``.)
 
-Crops and regions arrive in their ``to_dict()`` form; :func:`crop_box` and the two
-``_region_*`` readers are the only places that look inside them, so a change of that form
-is a change here.
+Crops and regions arrive as the detector's :class:`~qc_worker.detector.roi.Roi` and
+:class:`~qc_worker.detector.regions.Region` values; this module turns them into words and
+fields at the edge.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from qc_worker.vocabulary import RegionKind
 
 if TYPE_CHECKING:
-    from qc_worker.pipeline import Outcome
+    from qc_worker.detector.regions import Region
+    from qc_worker.detector.roi import Roi
+    from qc_worker.values import Outcome
 
 __all__ = ["crop_box", "crop_json", "crop_text", "csv_header", "csv_row", "worst_text"]
 
 
-def crop_box(roi: Mapping) -> tuple[int, int, int, int]:
+def crop_box(roi: Roi) -> tuple[int, int, int, int]:
     """``(x, y, w, h)`` of a crop."""
-    x0, y0, x1, y1 = (int(v) for v in roi["bbox"])
+    x0, y0, x1, y1 = (int(v) for v in roi.bbox)
     return x0, y0, x1 - x0, y1 - y0
 
 
-def crop_json(roi: Mapping) -> dict:
+def crop_json(roi: Roi) -> dict:
     """A crop as ``qc screen --format json`` gives it: the corners replaced by ``x, y, w, h``."""
     x, y, w, h = crop_box(roi)
-    fields = {k: v for k, v in roi.items() if k != "bbox"}
+    fields = {k: v for k, v in roi.to_dict().items() if k != "bbox"}
     return {"aspect": fields.pop("aspect"), "x": x, "y": y, "w": w, "h": h, **fields}
 
 
-def crop_text(roi: Mapping | None) -> str:
+def crop_text(roi: Roi | None) -> str:
     """``240x135 at 160,14 safe``, or ``... unsafe: why`` (the crop's own reason)."""
     if not roi:
         return "-"
     x, y, w, h = crop_box(roi)
     where = f"{w}x{h} at {x},{y}"
-    return f"{where} safe" if roi["safe"] else f"{where} unsafe: {roi.get('reason') or 'no reason recorded'}"
+    return f"{where} safe" if roi.safe else f"{where} unsafe: {roi.reason or 'no reason recorded'}"
 
 
-def worst_text(region: Mapping | None) -> str:
+def worst_text(region: Region | None) -> str:
     """``component_0 12.3% of image p=0.81`` (a blob of blur: its share of the image and
     mean blur probability) or ``face_0 32% blurred`` (a face, the foreground or a grid cell:
     the blurred share of its textured pixels)."""
@@ -59,13 +61,13 @@ def worst_text(region: Mapping | None) -> str:
     return f"{label} {share:.0%} blurred"
 
 
-def _region_name(region: Mapping) -> tuple[str, str]:
-    return str(region["kind"]), str(region["label"])
+def _region_name(region: Region) -> tuple[str, str]:
+    return str(region.kind), str(region.label)
 
 
-def _region_numbers(region: Mapping) -> tuple[float, float, float]:
+def _region_numbers(region: Region) -> tuple[float, float, float]:
     """(blurred share of the region, its share of the image, its mean blur probability)."""
-    return float(region["coverage"]), float(region["area_fraction"]), float(region["mean_probability"])
+    return float(region.coverage), float(region.area_fraction), float(region.mean_probability)
 
 
 def _aspect_key(aspect: str) -> str:
@@ -101,5 +103,5 @@ def csv_row(outcome: Outcome, aspects: Sequence[str]) -> list[str]:
             row += [""] * 6
             continue
         row += [str(v) for v in crop_box(roi)]
-        row += ["true" if roi["safe"] else "false", roi.get("reason") or ""]
+        row += ["true" if roi.safe else "false", roi.reason or ""]
     return row

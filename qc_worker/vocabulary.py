@@ -57,7 +57,7 @@ class RegionKind(StrEnum):
 
 
 class OutcomeStatus(StrEnum):
-    """What happened to one input of a screening batch (:class:`qc_worker.pipeline.Outcome`)."""
+    """What happened to one input of a screening batch (:class:`qc_worker.values.Outcome`)."""
 
     SCREENED = "screened"
     FAILED = "failed"

@@ -75,8 +75,8 @@ def test_a_sharp_portrait_passes_and_its_face_blurred_is_rejected(screener, name
     )
     blurred = _screen_array(screener, _motion_blur(rgb, mask, length=10.0, angle=20.0), tmp_path / "blurred.png")
     assert blurred.verdict == "reject", blurred.to_dict()
-    faces = [r for r in blurred.regions if r["kind"] == "face"]
-    assert faces and faces[0]["verdict"] == "blurred"
+    faces = [r for r in blurred.regions if r.kind == "face"]
+    assert faces and faces[0].verdict == "blurred"
 
 
 def test_the_16_9_crop_of_an_image_blurred_on_one_side_lies_on_the_other(screener, tmp_path):
@@ -88,8 +88,8 @@ def test_the_16_9_crop_of_an_image_blurred_on_one_side_lies_on_the_other(screene
     assert crop is not None, out.to_dict()
     # It lies on the sharp right side and holds little blur; whether it is "safe" also
     # depends on the model's false positives on the sky, which this test does not judge.
-    assert crop["bbox"][0] >= 380, crop
-    assert crop["blur_fraction"] < 0.15, crop
+    assert crop.bbox[0] >= 380, crop
+    assert crop.blur_fraction < 0.15, crop
 
 
 ALL_SAMPLES = sorted(p.name for p in SAMPLES.glob("*.jpg"))

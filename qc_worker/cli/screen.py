@@ -26,8 +26,8 @@ from qc_worker.vocabulary import OutcomeStatus, Verdict
 
 if TYPE_CHECKING:
     from qc_worker.config import Settings
-    from qc_worker.pipeline import Outcome
     from qc_worker.storage import Store
+    from qc_worker.values import Outcome
 
 
 class Format(StrEnum):

@@ -4,6 +4,8 @@
   model_versions, screenings, blur_regions, crop_rois) and their enumerations;
 * :mod:`qc_worker.db.engine` — :func:`make_engine`, :func:`session_scope` and friends;
 * :mod:`qc_worker.db.writes` — idempotent writes (:func:`save_screening`, ...);
+* :mod:`qc_worker.db.rows` — :func:`~qc_worker.db.rows.columns`, a detector or pipeline value
+  (Region, Roi, ImageOrigin) as its table's row;
 * :mod:`qc_worker.db.migrate` — Alembic from Python (:func:`upgrade`, :func:`downgrade`,
   :func:`current`); imported on demand, as it pulls in Alembic.
 

@@ -10,37 +10,41 @@ unit of work (the pipeline: ``with sessions.begin() as session:`` on its session
 
     with sessions.begin() as session:
         model = get_or_create_model_version(session, "smb-v3", checksum, metrics, thresholds)
-        image = upsert_image(session, uri, sha256, width, height, "vendor", vendor="acme")
-        save_screening(session, image.id, model.id, "review", scores, timings, regions, rois)
+        image = upsert_image(session, uri, sha256, width, height, ImageOrigin("vendor", vendor="acme"))
+        save_screening(session, image.id, model.id, "review", scores, timings, report.regions, rois)
 
 :func:`save_screening` runs inside a SAVEPOINT, so its screening, regions and ROIs are
 written all together or not at all, and a failure leaves the caller's session usable.
 
-Input is checked before anything is written: JSON documents must be plain JSON (numpy
-scalars and arrays are converted; NaN and infinity are refused, PostgreSQL would refuse
-them too), hashes must be 64 hex digits, boxes must be integer pixel boxes with
-``x0 <= x1`` and ``y0 <= y1``. Bad input raises :class:`ValueError` (or ``TypeError``).
+Input is checked before anything is written: regions, ROIs and image origins are typed
+values, mapped to rows by :func:`qc_worker.db.rows.columns` (which checks what their types
+cannot promise); JSON documents must be plain JSON (numpy scalars and arrays are converted;
+NaN and infinity are refused, PostgreSQL would refuse them too) and hashes 64 hex digits.
+Bad input raises :class:`ValueError` (or ``TypeError``).
 """
 
 from __future__ import annotations
 
 import math
-import operator
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from enum import StrEnum
-from typing import Any
+from collections.abc import Iterable, Mapping
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
 from qc_worker.db.models import BlurRegion, CropRoi, Image, ModelVersion, Screening, utcnow
-from qc_worker.vocabulary import ImageStatus, RegionVerdict, Verdict
+from qc_worker.db.rows import columns, member, whole_number
+from qc_worker.values import ImageOrigin
+from qc_worker.vocabulary import ImageStatus, Verdict
+
+if TYPE_CHECKING:  # the detector's modules pull in OpenCV; the database needs only their fields
+    from qc_worker.detector.regions import Region
+    from qc_worker.detector.roi import Roi
 
 __all__ = [
-    "REGION_FIELDS",
-    "ROI_FIELDS",
     "dialect_insert",
     "get_or_create_model_version",
     "record_image_failure",
@@ -49,43 +53,6 @@ __all__ = [
 ]
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-
-#: Keys a region dict may have (``bbox`` may be given instead of x0, y0, x1, y1). Aliases:
-#: ``area`` -> area_fraction, ``probability`` -> mean_probability,
-#: ``intensity`` -> mean_intensity.
-REGION_FIELDS = (
-    "kind",
-    "label",
-    "x0",
-    "y0",
-    "x1",
-    "y1",
-    "area_fraction",
-    "coverage",
-    "mean_probability",
-    "mean_intensity",
-    "verdict",
-)
-_REGION_ALIASES = {
-    "area": "area_fraction",
-    "probability": "mean_probability",
-    "intensity": "mean_intensity",
-}
-#: Keys an ROI dict may have (``bbox`` may be given instead of x0, y0, x1, y1). Aliases:
-#: ``blur_inside`` -> blur_fraction.
-ROI_FIELDS = (
-    "aspect",
-    "x0",
-    "y0",
-    "x1",
-    "y1",
-    "blur_fraction",
-    "safe",
-    "area_fraction",
-    "keeps_faces",
-    "reason",
-)
-_ROI_ALIASES = {"blur_inside": "blur_fraction"}
 
 
 # --- public API --------------------------------------------------------------------------
@@ -127,20 +94,13 @@ def upsert_image(
     sha256: str,
     width: int,
     height: int,
-    source_kind: str | None = None,
-    *,
-    title_id: int | None = None,
-    video_id: int | None = None,
-    job_id: int | None = None,
-    timestamp_s: float | None = None,
-    frame_index: int | None = None,
-    vendor: str | None = None,
+    origin: ImageOrigin = ImageOrigin(),
 ) -> Image:
     """Record a readable image; the same ``(uri, sha256)`` always gives the same row.
 
     On a repeat, the row's size is updated, its status set back to ``ok`` (clearing an
-    earlier failure of the same content), and the optional fields that are given replace
-    the stored ones; those passed as ``None`` keep what is stored.
+    earlier failure of the same content), and the fields of ``origin`` that are given
+    replace the stored ones; those that are ``None`` keep what is stored.
     """
     values = _image_values(
         uri,
@@ -149,13 +109,7 @@ def upsert_image(
         _positive_int(height, "height"),
         ImageStatus.OK,
         None,
-        source_kind=source_kind,
-        title_id=title_id,
-        video_id=video_id,
-        job_id=job_id,
-        timestamp_s=timestamp_s,
-        frame_index=frame_index,
-        vendor=vendor,
+        origin,
     )
     return _upsert_image_row(session, values)
 
@@ -166,15 +120,9 @@ def record_image_failure(
     reason: str,
     sha256: str | None = None,
     *,
+    origin: ImageOrigin = ImageOrigin(),
     width: int | None = None,
     height: int | None = None,
-    source_kind: str | None = None,
-    title_id: int | None = None,
-    video_id: int | None = None,
-    job_id: int | None = None,
-    timestamp_s: float | None = None,
-    frame_index: int | None = None,
-    vendor: str | None = None,
 ) -> Image:
     """Record that an image could not be read, decoded or validated, and why.
 
@@ -186,17 +134,11 @@ def record_image_failure(
     values = _image_values(
         uri,
         None if sha256 is None else _sha256(sha256),
-        _opt_positive_int(width, "width"),
-        _opt_positive_int(height, "height"),
+        None if width is None else _positive_int(width, "width"),
+        None if height is None else _positive_int(height, "height"),
         ImageStatus.FAILED,
         _nonempty_str(reason, "reason"),
-        source_kind=source_kind,
-        title_id=title_id,
-        video_id=video_id,
-        job_id=job_id,
-        timestamp_s=timestamp_s,
-        frame_index=frame_index,
-        vendor=vendor,
+        origin,
     )
     return _upsert_image_row(session, values)
 
@@ -208,29 +150,16 @@ def _image_values(
     height: int | None,
     status: ImageStatus,
     failure_reason: str | None,
-    *,
-    source_kind: Any,
-    title_id: Any,
-    video_id: Any,
-    job_id: Any,
-    timestamp_s: Any,
-    frame_index: Any,
-    vendor: Any,
+    origin: ImageOrigin,
 ) -> dict[str, Any]:
-    """One image row's values, the optional fields validated the same way for both writers."""
+    """One image row's values, its origin mapped the same way for both writers."""
     now = utcnow()
     return {
         "uri": _nonempty_str(uri, "uri"),
         "sha256": sha256,
         "width": width,
         "height": height,
-        "source_kind": _opt_str(source_kind, "source_kind"),
-        "title_id": _opt_int(title_id, "title_id"),
-        "video_id": _opt_int(video_id, "video_id"),
-        "job_id": _opt_int(job_id, "job_id"),
-        "timestamp_s": _opt_float(timestamp_s, "timestamp_s"),
-        "frame_index": _opt_int(frame_index, "frame_index"),
-        "vendor": _opt_str(vendor, "vendor"),
+        **columns(origin, "origin"),
         "status": status,
         "failure_reason": failure_reason,
         "created_at": now,
@@ -245,8 +174,8 @@ def save_screening(
     verdict: Verdict | str,
     scores: Mapping[str, Any],
     timings: Mapping[str, Any],
-    regions: Iterable[Mapping[str, Any]] = (),
-    rois: Iterable[Mapping[str, Any]] = (),
+    regions: Iterable[Region] = (),
+    rois: Iterable[Roi] = (),
     *,
     job_id: int | None = None,
     overlay_uri: str | None = None,
@@ -259,20 +188,16 @@ def save_screening(
     model twice leaves exactly one screening, holding the second call's results. The
     screening keeps its id and ``created_at``; ``updated_at`` says when it was last written.
 
-    Each region is a mapping with the keys of :data:`REGION_FIELDS` (``kind``, ``verdict``
-    and the box are required); each ROI one with the keys of :data:`ROI_FIELDS`
-    (``aspect``, the box and ``safe`` are required). Returns the screening with its
-    ``regions`` and ``rois`` loaded.
+    Regions and ROIs are the detector's values, written by :func:`~qc_worker.db.rows.columns`.
+    Returns the screening with its ``regions`` and ``rois`` loaded.
     """
-    image_id = _required_int(image_id, "image_id")
-    model_version_id = _required_int(model_version_id, "model_version_id")
-    verdict = _verdict(verdict, "verdict")
-    region_rows = [_region_row(r, i) for i, r in enumerate(regions)]
-    roi_rows = [_roi_row(r, i) for i, r in enumerate(rois)]
+    verdict = member(Verdict, verdict, "verdict")
+    region_rows = [columns(r, f"regions[{i}]") for i, r in enumerate(regions)]
+    roi_rows = [columns(r, f"rois[{i}]") for i, r in enumerate(rois)]
     values = {
         "image_id": image_id,
         "model_version_id": model_version_id,
-        "job_id": _opt_int(job_id, "job_id"),
+        "job_id": job_id,
         "verdict": verdict,
         "scores": _json_document(scores, "scores"),
         "timings": _json_document(timings, "timings"),
@@ -338,20 +263,7 @@ def _upsert_image_row(session: Session, values: dict[str, Any]) -> Image:
         "status": excluded.status,
         "failure_reason": excluded.failure_reason,
         "updated_at": excluded.updated_at,
-        **{
-            column: keep_if_null(column)
-            for column in (
-                "width",
-                "height",
-                "source_kind",
-                "title_id",
-                "video_id",
-                "job_id",
-                "timestamp_s",
-                "frame_index",
-                "vendor",
-            )
-        },
+        **{column: keep_if_null(column) for column in ("width", "height", *(f.name for f in fields(ImageOrigin)))},
     }
     if values["sha256"] is None:
         stmt = stmt.on_conflict_do_update(index_elements=[Image.uri], index_where=Image.sha256.is_(None), set_=update)
@@ -361,97 +273,6 @@ def _upsert_image_row(session: Session, values: dict[str, Any]) -> Image:
     image = session.get(Image, image_id, populate_existing=True)
     assert image is not None
     return image
-
-
-def _region_row(region: Mapping[str, Any], index: int) -> dict[str, Any]:
-    where = f"regions[{index}]"
-    data = _fields(region, where, REGION_FIELDS, _REGION_ALIASES)
-    row = {
-        "kind": _nonempty_str(data.get("kind"), f"{where}.kind"),
-        "label": _opt_str(data.get("label"), f"{where}.label"),
-        **_box(data, where),
-        "verdict": _verdict(data.get("verdict"), f"{where}.verdict", RegionVerdict),
-    }
-    for name in ("area_fraction", "coverage", "mean_probability", "mean_intensity"):
-        row[name] = _opt_float(data.get(name), f"{where}.{name}")
-    return row
-
-
-def _roi_row(roi: Mapping[str, Any], index: int) -> dict[str, Any]:
-    where = f"rois[{index}]"
-    data = _fields(roi, where, ROI_FIELDS, _ROI_ALIASES)
-    safe = _opt_bool(data.get("safe"), f"{where}.safe")
-    if safe is None:
-        raise ValueError(f"{where}.safe is required")
-    return {
-        "aspect": _nonempty_str(data.get("aspect"), f"{where}.aspect"),
-        **_box(data, where),
-        "blur_fraction": _opt_float(data.get("blur_fraction"), f"{where}.blur_fraction"),
-        "safe": safe,
-        "area_fraction": _opt_float(data.get("area_fraction"), f"{where}.area_fraction"),
-        "keeps_faces": _opt_bool(data.get("keeps_faces"), f"{where}.keeps_faces"),
-        "reason": _opt_str(data.get("reason"), f"{where}.reason"),
-    }
-
-
-def _opt_bool(value: Any, where: str) -> bool | None:
-    if value is None:
-        return None
-    if hasattr(value, "item"):  # numpy bool
-        value = value.item()
-    if not isinstance(value, bool):
-        raise TypeError(f"{where} must be a bool, got {type(value).__name__}")
-    return value
-
-
-def _fields(item: Mapping[str, Any], where: str, allowed: Sequence[str], aliases: Mapping[str, str]) -> dict[str, Any]:
-    if not isinstance(item, Mapping):
-        raise TypeError(f"{where} must be a mapping, got {type(item).__name__}")
-    data: dict[str, Any] = {}
-    for key, value in item.items():
-        name = aliases.get(key, key)
-        if name == "bbox":
-            if not isinstance(value, Sequence) and not hasattr(value, "tolist"):
-                raise TypeError(f"{where}.bbox must be a sequence (x0, y0, x1, y1)")
-            box = list(value.tolist() if hasattr(value, "tolist") else value)
-            if len(box) != 4:
-                raise ValueError(f"{where}.bbox must have 4 values (x0, y0, x1, y1), got {len(box)}")
-            for coord, v in zip(("x0", "y0", "x1", "y1"), box, strict=True):
-                if coord in data:
-                    raise ValueError(f"{where}: both bbox and {coord} given")
-                data[coord] = v
-            continue
-        if name not in allowed:
-            raise ValueError(
-                f"{where}: unknown key {key!r}; allowed: bbox, {', '.join(allowed)}"
-                + (f" (aliases: {', '.join(aliases)})" if aliases else "")
-            )
-        if name in data:
-            raise ValueError(f"{where}: {name} given twice")
-        data[name] = value
-    return data
-
-
-def _box(data: Mapping[str, Any], where: str) -> dict[str, int]:
-    box = {}
-    for coord in ("x0", "y0", "x1", "y1"):
-        if data.get(coord) is None:
-            raise ValueError(f"{where}.{coord} is required (or give bbox=(x0, y0, x1, y1))")
-        box[coord] = _int(data[coord], f"{where}.{coord}")
-        if box[coord] < 0:
-            raise ValueError(f"{where}.{coord} must not be negative, got {box[coord]}")
-    if box["x1"] < box["x0"] or box["y1"] < box["y0"]:
-        raise ValueError(f"{where}: box must have x0 <= x1 and y0 <= y1, got {box}")
-    return box
-
-
-def _verdict(value: Any, where: str, kind: type[StrEnum] = Verdict) -> Any:
-    """An image verdict (pass/review/reject) or, with ``kind=RegionVerdict``, blurred/sharp."""
-    try:
-        return kind(value)
-    except ValueError:
-        allowed = ", ".join(v.value for v in kind)
-        raise ValueError(f"{where} must be one of {allowed}, got {value!r}") from None
 
 
 def _nonempty_str(value: Any, where: str) -> str:
@@ -470,54 +291,10 @@ def _sha256(value: Any) -> str:
     return value.lower()
 
 
-def _int(value: Any, where: str) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{where} must be an integer, got a bool")
-    try:
-        return operator.index(value)
-    except TypeError:
-        pass
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{where} must be an integer, got {value!r}") from None
-    if not number.is_integer():
-        raise ValueError(f"{where} must be a whole number, got {value!r}")
-    return int(number)
-
-
-def _required_int(value: Any, where: str) -> int:
-    if value is None:
-        raise ValueError(f"{where} is required")
-    return _int(value, where)
-
-
-def _opt_int(value: Any, where: str) -> int | None:
-    return None if value is None else _int(value, where)
-
-
 def _positive_int(value: Any, where: str) -> int:
-    number = _required_int(value, where)
+    number = whole_number(value, where)
     if number <= 0:
         raise ValueError(f"{where} must be positive, got {number}")
-    return number
-
-
-def _opt_positive_int(value: Any, where: str) -> int | None:
-    return None if value is None else _positive_int(value, where)
-
-
-def _opt_float(value: Any, where: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise TypeError(f"{where} must be a number, got a bool")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{where} must be a number, got {value!r}") from None
-    if not math.isfinite(number):
-        raise ValueError(f"{where} must be finite, got {number}")
     return number
 
 

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TINY = ModelConfig(encoder="resnet18", decoder_channels=(32, 16, 16, 8, 8))
 
 
+@pytest.mark.slow  # 120 training steps: about 4 minutes of a shared 2-core CPU; CI runs it (make test)
 def test_a_tiny_model_overfits_a_handful_of_samples(photo_dir):
     cfg = SynthConfig(
         negatives=NegativeConfig(prob=0.0, on_positive_prob=0.0),

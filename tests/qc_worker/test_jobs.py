@@ -30,7 +30,7 @@ from qc_worker.db.writes import (
     save_screening,
     upsert_image,
 )
-from qc_worker.pipeline import Outcome
+from qc_worker.values import ImageOrigin, Outcome
 
 
 @pytest.fixture(scope="module")
@@ -246,7 +246,7 @@ def test_record_outcomes_and_sources_for(sessions):
         job = s.get(Job, job_id)
         pairs = jobs.sources_for(s, job, ids)
     # Only the still-pending item is offered again (a redelivered chunk does what is left).
-    assert [(i, src.uri, src.source_kind, src.vendor, src.job_id) for i, src in pairs] == [
+    assert [(i, src.uri, src.origin.source_kind, src.origin.vendor, src.origin.job_id) for i, src in pairs] == [
         (ids[2], "s3://b/c.jpg", "vendor", "acme", job_id)
     ]
     job = _finalise(sessions, job_id)
@@ -287,7 +287,7 @@ def library(sessions):
         a = get_or_create_model_version(s, "a", "a" * 64).id
         b = get_or_create_model_version(s, "b", "b" * 64).id
         ids = {
-            name: upsert_image(s, f"s3://b/{name}.jpg", SHA[i], 10, 10, "vendor").id
+            name: upsert_image(s, f"s3://b/{name}.jpg", SHA[i], 10, 10, ImageOrigin("vendor")).id
             for i, name in enumerate(["by_a", "by_b", "by_both", "never", "old_never"])
         }
         record_image_failure(s, "s3://b/broken.jpg", "not an image", SHA[8])
@@ -341,7 +341,7 @@ def test_rescan_skips_failed_images_and_lists_each_uri_once(library):
     sessions, a, _ = library
     with sessions.begin() as s:
         # The same URI with new content: two image rows, one URI to rescan.
-        upsert_image(s, "s3://b/never.jpg", SHA[7], 20, 20, "vendor")
+        upsert_image(s, "s3://b/never.jpg", SHA[7], 20, 20, ImageOrigin("vendor"))
     with sessions() as s:
         found = jobs.rescan_candidates(s, a)
     assert "s3://b/broken.jpg" not in found

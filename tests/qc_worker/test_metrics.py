@@ -30,7 +30,7 @@ from qc_worker.metrics import (
     start_metrics_server,
     stop_metrics_server,
 )
-from qc_worker.pipeline import Outcome
+from qc_worker.values import Outcome
 from tests.qc_worker import metrics_child
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -314,7 +314,7 @@ def test_a_failure_is_counted_by_the_kind_its_error_carried():
     from prometheus_client import REGISTRY
 
     from qc_worker.metrics import record_outcome
-    from qc_worker.pipeline import Outcome
+    from qc_worker.values import Outcome
     from qc_worker.vocabulary import FailureKind, OutcomeStatus
 
     def count(kind):

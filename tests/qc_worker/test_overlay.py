@@ -6,6 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
+from qc_worker.detector.regions import Region
+from qc_worker.detector.roi import Roi
 from qc_worker.overlay import (
     BLURRED,
     ROI_COLOURS,
@@ -27,10 +29,10 @@ def _colour_on_edge(img, box, colour, tol=40):
 def test_blurred_regions_red_sharp_faces_green_and_never_grid_cells():
     img = np.full((200, 300, 3), 128, np.uint8)
     regions = [
-        {"kind": "component", "label": "component_0", "bbox": [10, 10, 110, 90], "verdict": "blurred"},
-        {"kind": "face", "label": "face_0", "bbox": [150, 100, 250, 190], "verdict": "sharp", "coverage": 0.02},
-        {"kind": "foreground", "label": "foreground", "bbox": [5, 5, 295, 195], "verdict": "sharp"},
-        {"kind": "grid", "label": "r0c0", "bbox": [0, 0, 100, 66], "verdict": "blurred"},
+        Region("component", "component_0", (10, 10, 110, 90), 0.13, 1.0, 0.9, 0.3, "blurred"),
+        Region("face", "face_0", (150, 100, 250, 190), 0.15, 0.02, 0.1, 0.0, "sharp"),
+        Region("foreground", "foreground", (5, 5, 295, 195), 0.95, 0.1, 0.2, 0.0, "sharp"),
+        Region("grid", "r0c0", (0, 0, 100, 66), 0.11, 0.6, 0.7, 0.3, "blurred"),
     ]
     out = draw_boxes(img.copy(), regions, thickness=2)
     assert _colour_on_edge(out, (10, 10, 110, 90), BLURRED) > 0.8
@@ -42,9 +44,9 @@ def test_blurred_regions_red_sharp_faces_green_and_never_grid_cells():
 
 def test_each_aspect_gets_its_own_colour_and_a_safe_or_unsafe_label():
     rois = [
-        {"aspect": "16:9", "bbox": [0, 20, 300, 189], "safe": True},
-        {"aspect": "1:1", "bbox": [50, 0, 250, 200], "safe": False},
-        {"aspect": "16:9", "bbox": [0, 0, 300, 169], "safe": False},
+        Roi("16:9", (0, 20, 300, 189), 0.0, True, 0.85, True),
+        Roi("1:1", (50, 0, 250, 200), 0.2, False, 0.67, True),
+        Roi("16:9", (0, 0, 300, 169), 0.1, False, 0.85, True),
     ]
     colours = aspect_colours(rois)
     assert list(colours) == ["16:9", "1:1"] and colours["16:9"] != colours["1:1"]
@@ -76,15 +78,15 @@ def test_crop_colours_are_far_from_the_faces_green_the_blur_red_and_each_other()
 
 
 CORNERED = [  # four aspects sharing the top-left and bottom-left corners, as crops often do
-    {"aspect": "16:9", "bbox": [0, 0, 320, 180], "safe": True},
-    {"aspect": "4:3", "bbox": [0, 0, 240, 180], "safe": False},
-    {"aspect": "1:1", "bbox": [0, 0, 180, 180], "safe": True},
-    {"aspect": "2:3", "bbox": [0, 0, 120, 180], "safe": False},
+    Roi("16:9", (0, 0, 320, 180), 0.0, True, 1.0, True),
+    Roi("4:3", (0, 0, 240, 180), 0.2, False, 0.75, True),
+    Roi("1:1", (0, 0, 180, 180), 0.0, True, 0.56, True),
+    Roi("2:3", (0, 0, 120, 180), 0.2, False, 0.38, True),
 ]
 FACES = [
-    {"kind": "face", "label": "face_0", "bbox": [10, 10, 60, 60], "verdict": "sharp", "coverage": 0.0},
-    {"kind": "face", "label": "face_1", "bbox": [12, 14, 58, 64], "verdict": "blurred", "coverage": 0.4},
-    {"kind": "component", "label": "component_0", "bbox": [0, 100, 320, 180], "verdict": "blurred"},
+    Region("face", "face_0", (10, 10, 60, 60), 0.04, 0.0, 0.1, 0.0, "sharp"),
+    Region("face", "face_1", (12, 14, 58, 64), 0.04, 0.4, 0.7, 0.3, "blurred"),
+    Region("component", "component_0", (0, 100, 320, 180), 0.25, 1.0, 0.9, 0.3, "blurred"),
 ]
 
 

@@ -103,7 +103,7 @@ def test_bad_files_are_recorded_failures_and_the_batch_goes_on(db_url, tiny_chec
         o = outcomes[name]
         assert o.status == "screened" and o.verdict in ("pass", "review", "reject")
         assert Path(o.overlay).is_file()
-        assert {r["aspect"] for r in o.rois} == {"16:9", "4:3", "1:1", "2:3"}
+        assert {r.aspect for r in o.rois} == {"16:9", "4:3", "1:1", "2:3"}
     with engine.connect() as c:
         failed = dict(c.execute(select(ImageRow.uri, ImageRow.failure_reason).where(ImageRow.status == "failed")).all())
         assert {Path(u).name for u in failed} == set(REASONS)

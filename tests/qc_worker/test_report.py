@@ -36,8 +36,11 @@ from qc_worker.db.writes import (
     save_screening,
     upsert_image,
 )
+from qc_worker.detector.regions import Region
+from qc_worker.detector.roi import Roi
 from qc_worker.report import ReportError, job_report, resolve_title, title_report
 from qc_worker.storage import LocalStore
+from qc_worker.values import ImageOrigin
 
 RED = (230, 20, 20)
 GREEN = (20, 200, 20)
@@ -81,33 +84,36 @@ def seed(sessions: sessionmaker[Session], root: Path) -> Seeded:
     broken = root / "frames" / "broken.jpg"
     broken.write_bytes(b"not an image at all")
     files["broken"] = broken
-    face = {
-        "kind": "face",
-        "label": "face 1",
-        "bbox": [40, 40, 140, 160],
-        "coverage": 0.02,
-        "area_fraction": 0.05,
-        "mean_probability": 0.1,
-        "mean_intensity": 0.0,
-        "verdict": "sharp",
-    }
-    component = {
-        "kind": "component",
-        "label": "blur 1",
-        "bbox": [300, 100, 500, 300],
-        "coverage": 1.0,
-        "area_fraction": 0.17,
-        "mean_probability": 0.93,
-        "mean_intensity": 0.4,
-        "verdict": "blurred",
-    }
-    grid = {
-        "kind": "grid",
-        "label": "cell 1,1",
-        "bbox": [0, 0, 213, 120],
-        "coverage": 0.0,
-        "verdict": "sharp",
-    }
+    face = Region(
+        kind="face",
+        label="face 1",
+        bbox=(40, 40, 140, 160),
+        coverage=0.02,
+        area_fraction=0.05,
+        mean_probability=0.1,
+        mean_intensity=0.0,
+        verdict="sharp",
+    )
+    component = Region(
+        kind="component",
+        label="blur 1",
+        bbox=(300, 100, 500, 300),
+        coverage=1.0,
+        area_fraction=0.17,
+        mean_probability=0.93,
+        mean_intensity=0.4,
+        verdict="blurred",
+    )
+    grid = Region(
+        kind="grid",
+        label="cell 1,1",
+        bbox=(0, 0, 213, 120),
+        coverage=0.0,
+        area_fraction=0.11,
+        mean_probability=0.0,
+        mean_intensity=0.0,
+        verdict="sharp",
+    )
     scores = {"score": 1.0, "blurred_fraction": 0.42, "reasons": ["blurred 42% >= 40%"]}
     with sessions.begin() as s:
         title = Title(external_id="tt-0042", name="The <b>Bold</b> & Brave")
@@ -126,10 +132,7 @@ def seed(sessions: sessionmaker[Session], root: Path) -> Seeded:
             str(files["red"]),
             _sha(files["red"]),
             *SIZE,
-            "frame",
-            timestamp_s=1.5,
-            frame_index=36,
-            **frame,
+            ImageOrigin("frame", timestamp_s=1.5, frame_index=36, **frame),
         )
         save_screening(s, red.id, old.id, "pass", {"score": 0.1}, {})
         save_screening(
@@ -141,23 +144,21 @@ def seed(sessions: sessionmaker[Session], root: Path) -> Seeded:
             {},
             regions=[face, component, grid],
             rois=[
-                {"aspect": "16:9", "bbox": [0, 0, 640, 360], "blur_fraction": 0.0, "safe": True},
-                {"aspect": "1:1", "bbox": [140, 0, 500, 360], "blur_fraction": 0.3, "safe": False},
-                {"aspect": "1:1", "bbox": [0, 0, 300, 300], "blur_fraction": 0.0, "safe": True},
-                {"aspect": "2:3", "bbox": [200, 0, 440, 360], "blur_fraction": 0.5, "safe": False},
-                {
-                    "aspect": "4:3",
-                    "bbox": [160, 0, 640, 360],
-                    "blur_fraction": 0.0,
-                    "safe": False,
-                    "keeps_faces": False,
-                },
+                Roi("16:9", (0, 0, 640, 360), blur_fraction=0.0, safe=True, area_fraction=1.0, keeps_faces=True),
+                Roi("1:1", (140, 0, 500, 360), blur_fraction=0.3, safe=False, area_fraction=0.56, keeps_faces=True),
+                Roi("1:1", (0, 0, 300, 300), blur_fraction=0.0, safe=True, area_fraction=0.39, keeps_faces=True),
+                Roi("2:3", (200, 0, 440, 360), blur_fraction=0.5, safe=False, area_fraction=0.38, keeps_faces=True),
+                Roi("4:3", (160, 0, 640, 360), blur_fraction=0.0, safe=False, area_fraction=0.75, keeps_faces=False),
             ],
         )
-        yellow = upsert_image(s, str(files["yellow"]), _sha(files["yellow"]), *SIZE, "frame", timestamp_s=3.0, **frame)
+        yellow = upsert_image(
+            s, str(files["yellow"]), _sha(files["yellow"]), *SIZE, ImageOrigin("frame", timestamp_s=3.0, **frame)
+        )
         save_screening(s, yellow.id, new.id, "pass", {"score": 0.0}, {}, overlay_uri=str(files["overlay"]))
         # Recorded with another hash: the file changed after it was screened.
-        hostile = upsert_image(s, str(files["hostile"]), "3" * 64, *SIZE, "frame", video_id=video.id, timestamp_s=4.0)
+        hostile = upsert_image(
+            s, str(files["hostile"]), "3" * 64, *SIZE, ImageOrigin("frame", video_id=video.id, timestamp_s=4.0)
+        )
         save_screening(
             s,
             hostile.id,
@@ -166,18 +167,18 @@ def seed(sessions: sessionmaker[Session], root: Path) -> Seeded:
             {"score": 0.5, "blurred_fraction": 0.12},
             {},
             regions=[face, component],
-            rois=[{"aspect": "16:9", "bbox": [0, 0, 640, 360], "blur_fraction": 0.1, "safe": True}],
+            rois=[Roi("16:9", (0, 0, 640, 360), blur_fraction=0.1, safe=True, area_fraction=1.0, keeps_faces=True)],
             overlay_uri=str(root / "overlays" / "missing.png"),
         )
-        failed = record_image_failure(s, str(broken), HOSTILE_REASON, _sha(broken), timestamp_s=5.0, **frame)
+        failed = record_image_failure(
+            s, str(broken), HOSTILE_REASON, _sha(broken), origin=ImageOrigin(timestamp_s=5.0, **frame)
+        )
         gone = upsert_image(
             s,
             str(files["gone"]),
             _sha(files["gone"]),
             *SIZE,
-            "frame",
-            title_id=title.id,
-            timestamp_s=6.0,
+            ImageOrigin("frame", title_id=title.id, timestamp_s=6.0),
         )
         save_screening(s, gone.id, new.id, "pass", {"score": 0.0}, {})
         s.add_all(

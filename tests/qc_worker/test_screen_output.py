@@ -13,35 +13,21 @@ from typer.testing import CliRunner
 
 from qc_worker.cli import app
 from qc_worker.cli.screen import summary_table
-from qc_worker.pipeline import Outcome
+from qc_worker.detector.regions import Region
+from qc_worker.detector.roi import Roi
 from qc_worker.summary import crop_json, csv_header, csv_row
+from qc_worker.values import Outcome
 
 ASPECTS = ("16:9", "4:3", "1:1", "2:3")
 
 
-def _roi(aspect: str, bbox: list[int], safe: bool, reason: str | None = None, blur: float = 0.0) -> dict:
-    return {
-        "aspect": aspect,
-        "bbox": bbox,
-        "blur_fraction": blur,
-        "safe": safe,
-        "area_fraction": 0.5,
-        "keeps_faces": reason is None or "faces" not in reason,
-        "reason": reason,
-    }
+def _roi(aspect: str, bbox: list[int], safe: bool, reason: str | None = None, blur: float = 0.0) -> Roi:
+    keeps_faces = reason is None or "faces" not in reason
+    return Roi(aspect, tuple(bbox), blur, safe, 0.5, keeps_faces, reason)
 
 
-def _region(kind: str, label: str, coverage: float, area: float, p: float) -> dict:
-    return {
-        "kind": kind,
-        "label": label,
-        "bbox": [0, 0, 10, 10],
-        "area_fraction": area,
-        "coverage": coverage,
-        "mean_probability": p,
-        "mean_intensity": 0.3,
-        "verdict": "blurred",
-    }
+def _region(kind: str, label: str, coverage: float, area: float, p: float) -> Region:
+    return Region(kind, label, (0, 0, 10, 10), area, coverage, p, 0.3, "blurred")
 
 
 def outcomes() -> list[Outcome]:

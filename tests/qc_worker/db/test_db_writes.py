@@ -32,6 +32,9 @@ from qc_worker.db import (
     session_scope,
     upsert_image,
 )
+from qc_worker.detector.regions import Region
+from qc_worker.detector.roi import Roi
+from qc_worker.values import ImageOrigin
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
@@ -46,40 +49,33 @@ def _seed(engine: Engine) -> tuple[int, int]:
     """A model version and an image; their ids."""
     with session_scope(engine) as session:
         model = get_or_create_model_version(session, "smb-v1", CHECKSUM, {"miou": 0.6}, {"t": 0.5})
-        image = upsert_image(session, "s3://art/title-1/frame-001.jpg", SHA_A, 1920, 1080, "frame")
+        image = upsert_image(session, "s3://art/title-1/frame-001.jpg", SHA_A, 1920, 1080, ImageOrigin("frame"))
         return image.id, model.id
 
 
-def _regions(tag: str, n: int) -> list[dict[str, Any]]:
+def _region(**change: Any) -> Region:
+    fields: dict[str, Any] = {
+        "kind": "component",
+        "label": "r",
+        "bbox": (0, 0, 1, 1),
+        "area_fraction": 0.01,
+        "coverage": 0.5,
+        "mean_probability": 0.8,
+        "mean_intensity": 0.3,
+        "verdict": "blurred",
+    }
+    return Region(**(fields | change))
+
+
+def _regions(tag: str, n: int) -> list[Region]:
     return [
-        {
-            "kind": "component",
-            "label": f"{tag}-{i}",
-            "bbox": (10 * i, 5, 10 * i + 8, 40),
-            "area_fraction": 0.01 * (i + 1),
-            "coverage": 0.5,
-            "mean_probability": 0.8,
-            "mean_intensity": 0.3,
-            "verdict": "blurred",
-        }
-        for i in range(n)
+        _region(label=f"{tag}-{i}", bbox=(10 * i, 5, 10 * i + 8, 40), area_fraction=0.01 * (i + 1)) for i in range(n)
     ]
 
 
-def _rois(n: int, safe: bool) -> list[dict[str, Any]]:
+def _rois(n: int, safe: bool) -> list[Roi]:
     aspects = ["16:9", "2:3", "1:1", "4:3"]
-    return [
-        {
-            "aspect": aspects[i],
-            "x0": 0,
-            "y0": 0,
-            "x1": 100 + i,
-            "y1": 50,
-            "blur_fraction": 0.0,
-            "safe": safe,
-        }
-        for i in range(n)
-    ]
+    return [Roi(aspects[i], (0, 0, 100 + i, 50), 0.0, safe, 0.5, True) for i in range(n)]
 
 
 # --- screenings --------------------------------------------------------------------------
@@ -193,20 +189,12 @@ def test_db_a_failed_save_writes_nothing_and_leaves_the_session_usable(engine: E
     ("change", "message"),
     [
         ({"verdict": "maybe"}, "verdict must be one of pass, review, reject"),
-        (
-            {"regions": [{"kind": "face", "bbox": (0, 0, 1, 1), "verdict": "pass"}]},
-            "verdict must be one of blurred, sharp",
-        ),
-        ({"regions": [{"kind": "face", "bbox": (5, 5, 1, 9), "verdict": "blurred"}]}, "x0 <= x1"),
-        (
-            {"regions": [{"kind": "face", "bbox": (0, 0, 1, 1), "verdict": "sharp", "colour": 1}]},
-            "unknown key 'colour'",
-        ),
-        (
-            {"regions": [{"kind": "face", "bbox": (0, 0, 1.5, 1), "verdict": "sharp"}]},
-            "whole number",
-        ),
-        ({"rois": [{"aspect": "16:9", "bbox": (0, 0, 1, 1)}]}, "safe is required"),
+        ({"regions": [_region(kind="face", verdict="pass")]}, "verdict must be one of blurred, sharp"),
+        ({"regions": [_region(kind="face", bbox=(5, 5, 1, 9))]}, "x0 <= x1"),
+        ({"regions": [_region(kind="colour")]}, "kind must be one of component, face, foreground, grid"),
+        ({"regions": [_region(kind="face", bbox=(0, 0, 1.5, 1), verdict="sharp")]}, "whole number"),
+        ({"regions": [_region(coverage=np.float32("nan"))]}, "coverage must be finite"),
+        ({"rois": [Roi("16:9", (0, 0, 1, 1), 0.0, None, 1.0, True)]}, "safe is required"),
         ({"scores": {"blur": math.nan}}, "scores.blur must be finite"),
     ],
 )
@@ -238,18 +226,16 @@ def test_db_upsert_image_is_keyed_by_uri_and_content(engine: Engine) -> None:
             SHA_A.upper(),
             640,
             360,
-            "vendor",
-            vendor="acme",
-            title_id=title.id,
+            ImageOrigin("vendor", vendor="acme", title_id=title.id),
         )
-        again = upsert_image(session, "s3://art/x.jpg", SHA_A, 640, 360, "vendor")
+        again = upsert_image(session, "s3://art/x.jpg", SHA_A, 640, 360, ImageOrigin("vendor"))
         assert again.id == first.id
         assert again.sha256 == SHA_A
         # Fields not given keep what is stored.
         assert again.vendor == "acme" and again.title_id == title.id
         # Same content elsewhere, or other content here: other rows.
-        elsewhere = upsert_image(session, "s3://art/y.jpg", SHA_A, 640, 360, "vendor")
-        changed = upsert_image(session, "s3://art/x.jpg", SHA_B, 640, 360, "vendor")
+        elsewhere = upsert_image(session, "s3://art/y.jpg", SHA_A, 640, 360, ImageOrigin("vendor"))
+        changed = upsert_image(session, "s3://art/x.jpg", SHA_B, 640, 360, ImageOrigin("vendor"))
         assert len({first.id, elsewhere.id, changed.id}) == 3
     with session_scope(engine) as session:
         assert _count(session, Image) == 3
@@ -261,8 +247,7 @@ def test_db_a_failed_image_is_recorded_with_its_reason(engine: Engine) -> None:
             session,
             "s3://vendor/broken.png",
             "cannot decode: truncated PNG",
-            vendor="acme",
-            source_kind="vendor",
+            origin=ImageOrigin("vendor", vendor="acme"),
         )
         failed_id = failed.id
         # Recording it again keeps one row, with the latest reason.
@@ -291,7 +276,7 @@ def test_db_a_failed_image_is_recorded_with_its_reason(engine: Engine) -> None:
             height=20000,
         )
         # ...so when the same content later validates, the same row becomes ok.
-        fixed = upsert_image(session, "s3://vendor/huge.jpg", SHA_B, 20000, 20000, "vendor")
+        fixed = upsert_image(session, "s3://vendor/huge.jpg", SHA_B, 20000, 20000, ImageOrigin("vendor"))
         assert fixed.id == hashed.id
         assert fixed.status is ImageStatus.OK and fixed.failure_reason is None
 
@@ -331,7 +316,7 @@ def test_db_json_columns_round_trip(engine: Engine) -> None:
     timings = {"decode_ms": 1.25, "model_ms": 30.0, "total_ms": 40.125}
     with session_scope(engine) as session:
         model = get_or_create_model_version(session, "smb", CHECKSUM, metrics, thresholds)
-        image = upsert_image(session, "local:/a.png", SHA_A, 10, 10, "local")
+        image = upsert_image(session, "local:/a.png", SHA_A, 10, 10, ImageOrigin("local"))
         screening_id = save_screening(session, image.id, model.id, "pass", scores, timings).id
         job = Job(kind="frames", payload={"titles": ["tt-1", "tt-2"], "interval_s": 2.5})
         session.add(job)
@@ -381,12 +366,9 @@ def test_db_titles_videos_and_jobs_link_up(engine: Engine) -> None:
             SHA_A,
             1280,
             720,
-            "frame",
-            title_id=title.id,
-            video_id=video.id,
-            job_id=job.id,
-            timestamp_s=61.5,
-            frame_index=1476,
+            ImageOrigin(
+                "frame", title_id=title.id, video_id=video.id, job_id=job.id, timestamp_s=61.5, frame_index=1476
+            ),
         )
         frame_id, title_id = frame.id, title.id
     with engine.begin() as connection:  # the title goes: its video with it; the frame stays
@@ -442,7 +424,7 @@ def test_db_concurrent_writes_of_one_key_leave_one_row(engine: Engine) -> None:
     def register(i: int) -> None:
         with factory.begin() as session:
             get_or_create_model_version(session, f"racer-{i}", "f" * 64)
-            upsert_image(session, "s3://art/race.jpg", SHA_B, 100, 100, "vendor")
+            upsert_image(session, "s3://art/race.jpg", SHA_B, 100, 100, ImageOrigin("vendor"))
             record_image_failure(session, "s3://art/race-broken.jpg", f"worker {i}: bad bytes")
 
     _in_threads(n, screen)
