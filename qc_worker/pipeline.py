@@ -30,8 +30,7 @@ from qc_worker.db.writes import (
     save_screening,
     upsert_image,
 )
-from qc_worker.detector.boxes import Box
-from qc_worker.detector.faces import Foreground, detect_faces, salient_foreground
+from qc_worker.detector.faces import Face, Foreground, detect_faces, salient_foreground
 from qc_worker.detector.observable import observable_map
 from qc_worker.detector.regions import RegionReport, analyse_regions
 from qc_worker.detector.roi import Roi, crop_safe_rois
@@ -143,7 +142,7 @@ def load_detector(settings: Settings, path: Path | None = None) -> Detector:
     )
 
 
-def find_subjects(rgb: np.ndarray, settings: Settings) -> tuple[list[Box], Foreground | None]:
+def find_subjects(rgb: np.ndarray, settings: Settings) -> tuple[list[Face], Foreground | None]:
     """Faces and the salient foreground: what the verdict weighs most."""
     faces = detect_faces(rgb, settings.faces)
     return faces, salient_foreground(rgb, faces)
@@ -155,7 +154,7 @@ def analyse_image(
     inten: np.ndarray,
     threshold: float,
     settings: Settings,
-    subjects: tuple[list[Box], Foreground | None] | None = None,
+    subjects: tuple[list[Face], Foreground | None] | None = None,
     observable: np.ndarray | None = None,
     frame_threshold: float | None = None,
 ) -> Analysis:
