@@ -11,7 +11,7 @@ per 1080p image, one thread.
 The truth box of a portrait is the Haar frontal cascade's on the clean portrait, kept only
 when it finds exactly one face (so the truth is not the network's own answer).
 
-    .venv/bin/python bench/faces.py [--photos ../shared/data/photos] [--portraits 24] [--no-write]
+    .venv/bin/python bench/faces.py [--photos ../shared/data/photos] [--portraits 8] [--no-write]
 
 ``--photos`` holds ``portraits/`` and ``cq100/`` with ``cq100-metadata.csv`` (the face-free
 images are its photos outside the People category); without it the bundled samples are used.
@@ -187,7 +187,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default_photos = ROOT.parent / "shared" / "data" / "photos"
     ap.add_argument("--photos", type=Path, default=default_photos if default_photos.is_dir() else None)
-    ap.add_argument("--portraits", type=int, default=24)
+    ap.add_argument("--portraits", type=int, default=8)
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
