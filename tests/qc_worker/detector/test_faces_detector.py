@@ -147,7 +147,9 @@ def test_profile_duplicates_of_frontal_faces_are_dropped(monkeypatch):
     monkeypatch.setattr(faces_module.cv2, "equalizeHist", lambda g: g)
     image = np.zeros((200, 400, 3), np.uint8)
     image[0, -1] = 1
-    boxes = faces_module.detect_faces(image, FaceConfig(max_side=10_000, profile="always", min_size_fraction=0.05))
+    boxes = faces_module.detect_faces(
+        image, FaceConfig(detector="haar", max_side=10_000, profile="always", min_size_fraction=0.05)
+    )
     assert (50, 50, 90, 90) in boxes
     assert (54, 52, 94, 92) not in boxes
     assert (250, 40, 290, 80) in boxes and (150, 50, 190, 90) in boxes

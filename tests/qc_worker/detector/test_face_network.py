@@ -1,0 +1,127 @@
+"""Screening's default face detector (MTCNN) on faces made hard on purpose, on face-free
+images, its confidence, the missing-package error, and training's use of the same detector."""
+
+import pickle
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from model_training.synth.masks.faces import TRAINING_FACES, FaceDetector
+from qc_worker.config import FaceConfig, RegionConfig
+from qc_worker.detector import mtcnn
+from qc_worker.detector.boxes import box_iou
+from qc_worker.detector.faces import Face, FaceDetectorError, detect_faces, load_face_detector
+from qc_worker.detector.regions import analyse_regions
+from qc_worker.vocabulary import Verdict
+from tests.qc_worker.hard_faces import KINDS, busy_texture, make_case
+
+SAMPLES = Path(__file__).resolve().parents[3] / "samples" / "images"
+
+
+def _rgb(name: str) -> np.ndarray:
+    bgr = cv2.imread(str(SAMPLES / name))
+    assert bgr is not None, name
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+@pytest.fixture(scope="module")
+def portrait() -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """A sample portrait and its face box by the Haar frontal cascade (not the network's own)."""
+    rgb = _rgb("portrait_A000069.jpg")
+    [face] = detect_faces(rgb, FaceConfig(detector="haar", profile="never"))
+    return rgb, tuple(face)
+
+
+def test_the_default_detector_is_the_network():
+    assert FaceConfig().detector == "mtcnn"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_hard_kind_of_face_is_found(portrait, kind):
+    rgb, face = portrait
+    rng = np.random.default_rng(7)
+    image, truth = make_case(rgb, face, kind, _rgb("coffee.jpg"), rng)
+    faces = detect_faces(image)
+    assert any(box_iou(f, truth) >= 0.3 for f in faces), f"{kind}: {faces} vs truth {truth}"
+    assert all(f.confidence >= FaceConfig().min_confidence for f in faces)
+
+
+@pytest.mark.parametrize("name", ["coffee.jpg", "rocket.jpg", "chelsea.jpg"])
+def test_face_free_photos_have_no_face(name):
+    image = cv2.resize(_rgb(name), (1920, 1080), interpolation=cv2.INTER_CUBIC)
+    assert detect_faces(image) == []
+
+
+def test_flat_and_textured_images_have_no_face():
+    assert detect_faces(np.full((1080, 1920, 3), 128, np.uint8)) == []
+    assert detect_faces(busy_texture(np.random.default_rng(1))) == []
+
+
+def test_faces_carry_a_confidence_that_survives_pickling(portrait):
+    rgb, _ = portrait
+    [face] = detect_faces(rgb)
+    assert isinstance(face, Face) and 0.9 <= face.confidence <= 1.0
+    x0, y0, x1, y1 = face  # still a box
+    assert x1 > x0 and y1 > y0
+    again = pickle.loads(pickle.dumps(face))
+    assert again == face and again.confidence == face.confidence
+    assert Face((1, 2, 3, 4), 0.5) == (1, 2, 3, 4)
+
+
+def test_min_confidence_drops_unsure_faces(portrait):
+    rgb, _ = portrait
+    assert detect_faces(rgb, FaceConfig(min_confidence=1.0)) == []
+
+
+def test_training_face_instances_come_from_the_screening_detector(portrait):
+    """Training's face source calls detect_faces with the screening detector: the same
+    boxes and confidences as a direct call with its config."""
+    assert TRAINING_FACES.detector == FaceConfig().detector
+    rgb, _ = portrait
+    direct = detect_faces(rgb, TRAINING_FACES)
+    boxes = FaceDetector().detect(rgb)
+    assert direct
+    assert [(b.x, b.y, b.x + b.w, b.y + b.h) for b in boxes] == [tuple(f) for f in direct]
+    assert [b.score for b in boxes] == [f.confidence for f in direct]
+
+
+def test_a_missing_face_package_names_the_install_command(monkeypatch, portrait):
+    mtcnn._nets.cache_clear()
+    for name in [n for n in sys.modules if n.split(".")[0] == "facenet_pytorch"] + ["facenet_pytorch"]:
+        monkeypatch.setitem(sys.modules, name, None)  # importing it now raises ImportError
+    try:
+        with pytest.raises(FaceDetectorError, match=r"pip install --no-deps facenet-pytorch==2\.6\.0"):
+            load_face_detector(FaceConfig())
+        with pytest.raises(FaceDetectorError, match="facenet-pytorch"):
+            detect_faces(portrait[0])
+        load_face_detector(FaceConfig(detector="haar"))  # the cascades need no package
+    finally:
+        monkeypatch.undo()
+        mtcnn._nets.cache_clear()
+    assert detect_faces(portrait[0])
+
+
+def _blurred_face_maps(box):
+    prob = np.zeros((200, 300), np.float32)
+    x0, y0, x1, y1 = box
+    prob[y0:y1, x0:x1] = 1.0
+    return prob, np.zeros_like(prob)
+
+
+def test_an_unsure_blurred_face_sends_to_review_and_a_sure_one_rejects():
+    """A 0.3-confidence "face" on a textured wall must not reject an image."""
+    box = (100, 50, 140, 100)  # 2000 px of 60000: below every area rule
+    prob, inten = _blurred_face_maps(box)
+    unsure = analyse_regions(prob, inten, 0.5, faces=[Face(box, 0.3)])
+    assert unsure.verdict == Verdict.REVIEW
+    assert unsure.score < 1.0
+    assert any("confidence 0.30 <" in r for r in unsure.reasons), unsure.reasons
+    sure = analyse_regions(prob, inten, 0.5, faces=[Face(box, 0.999)])
+    assert sure.verdict == Verdict.REJECT and sure.score == 1.0
+    plain_box = analyse_regions(prob, inten, 0.5, faces=[box])  # a caller's box counts as certain
+    assert plain_box.verdict == Verdict.REJECT
+    lenient = analyse_regions(prob, inten, 0.5, faces=[Face(box, 0.3)], config=RegionConfig(face_reject_confidence=0.2))
+    assert lenient.verdict == Verdict.REJECT
