@@ -212,9 +212,21 @@ def calibrate(
     frozen_frame: float | None = None,
     grid: Sequence[float] = GRID,
     frame_grid: Sequence[float | None] = FRAME_GRID,
+    pixel_range: tuple[float, float] | None = None,
 ) -> dict:
     """Choose the pixel and frame thresholds on the calibration groups (or keep ``frozen``
-    and ``frozen_frame``) and report every group at them, with the sweep and the AUCs."""
+    and ``frozen_frame``) and report every group at them, with the sweep and the AUCs.
+
+    ``pixel_range`` (low, high) keeps the pixel threshold where the blur map still localises:
+    the verdicts alone can prefer a threshold so high (0.98) that the frame rule does all the
+    work and crops and regions lose the blur they should show. Give a window around the
+    threshold ``qc-train evaluate`` found best for blur IoU on synthetic validation.
+    """
+    if pixel_range is not None:
+        low, high = pixel_range
+        grid = [t for t in grid if low <= t <= high]
+        if not grid:
+            raise ValueError(f"no candidate pixel threshold lies in {low}..{high}")
     sweep = []
     for t in [frozen] if frozen is not None else grid:
         pixel_only = verdicts(scored, t, settings)
@@ -229,7 +241,8 @@ def calibrate(
         "frame_threshold": best["frame_threshold"],
         "chosen_by": "frozen (given)"
         if frozen is not None
-        else f"max mean right share over {', '.join(CALIBRATION_GROUPS)}",
+        else f"max mean right share over {', '.join(CALIBRATION_GROUPS)}"
+        + (f", pixel threshold in {pixel_range[0]:g}..{pixel_range[1]:g}" if pixel_range else ""),
         "objective": round(objective(group_table(scored, per_image)), 4),
         "groups": group_table(scored, per_image),
         "auc": {

@@ -402,6 +402,14 @@ def calibrate(
             help="Report at the checkpoint's own pixel and frame thresholds instead of choosing them.",
         ),
     ] = False,
+    pixel_range: Annotated[
+        str | None,
+        typer.Option(
+            "--pixel-range",
+            help="LOW,HIGH: choose the pixel threshold only in this window, e.g. 0.1 either side of the "
+            "blur-IoU threshold of qc-train evaluate, so that the blur map still localises.",
+        ),
+    ] = None,
 ) -> None:
     """Screen real blur and unblurred photos as `qc screen` does; choose the pixel and frame thresholds."""
     from model_training.calibrate import calibrate as run_calibrate
@@ -411,6 +419,14 @@ def calibrate(
     from qc_worker.detector.inference import Detector
 
     settings = Settings(_env_file=None, device="cpu")
+    window = None
+    if pixel_range is not None:
+        try:
+            low, high = (float(v) for v in pixel_range.split(","))
+        except ValueError:
+            console.print(f"[red]error:[/red] --pixel-range {pixel_range!r}: give LOW,HIGH, e.g. 0.5,0.7")
+            raise typer.Exit(2) from None
+        window = (low, high)
     try:
         detector = Detector.load(checkpoint, device="cpu", precision="auto")
         items = realdev_items(realdev) + photo_items(splits)
@@ -426,6 +442,7 @@ def calibrate(
         settings,
         frozen=float(detector.thresholds.get("pixel", 0.5)) if frozen else None,
         frozen_frame=None if frame is None else float(frame),
+        pixel_range=window,
     )
     result["checkpoint"] = str(checkpoint)
     out.mkdir(parents=True, exist_ok=True)

@@ -69,6 +69,18 @@ def test_the_threshold_that_separates_blurred_from_sharp_is_chosen():
     assert result["auc"]["levin"]["ours_median"] == pytest.approx(0.0)
 
 
+def test_a_pixel_range_keeps_the_threshold_inside_it():
+    settings = Settings(_env_file=None)
+    scored = [_Fake("levin_blur", True, p) for p in (0.7, 0.8, 0.9)]
+    scored += [_Fake("levin_sharp", False, p) for p in (0.3, 0.4, 0.5)]
+    result = calibrate(scored, settings, grid=(0.2, 0.45, 0.6, 0.95), pixel_range=(0.4, 0.5))
+    assert result["threshold"] == 0.45  # 0.6 separates better but lies outside the window
+    assert {r["threshold"] for r in result["sweep"]} == {0.45}
+    assert "pixel threshold in 0.4..0.5" in result["chosen_by"]
+    with pytest.raises(ValueError, match="no candidate pixel threshold"):
+        calibrate(scored, settings, grid=(0.2, 0.95), pixel_range=(0.4, 0.5))
+
+
 def test_a_whole_frame_threshold_is_chosen_when_frame_blur_stays_under_the_pixel_one():
     settings = Settings(_env_file=None)
     frame_blur = [_Fake("levin_blur", True, p) for p in (0.3, 0.35, 0.4)]
@@ -165,3 +177,22 @@ def test_calibrate_command_writes_its_results(tmp_path):
         ],
     )
     assert missing.exit_code == 2 and "realdev folder" in " ".join(missing.output.split())
+
+
+@pytest.mark.integration
+def test_calibrate_command_keeps_the_pixel_threshold_in_the_given_range(tmp_path):
+    root = _realdev(tmp_path / "realdev")
+    p = tmp_path / "p.png"
+    cv2.imwrite(str(p), make_photo(3, (80, 100))[..., ::-1])
+    splits = tmp_path / "splits.json"
+    splits.write_text(json.dumps({"train": [], "val": [str(p)], "test": []}))
+    ckpt = tiny_checkpoint(tmp_path / "tiny.safetensors")
+    args = ["calibrate", "--checkpoint", str(ckpt), "--realdev", str(root), "--splits", str(splits)]
+    r = runner.invoke(app, [*args, "--out", str(tmp_path / "cal"), "--pixel-range", "0.5,0.6"])
+    assert r.exit_code == 0, r.output
+    result = json.loads((tmp_path / "cal" / "calibration.json").read_text())
+    assert 0.5 <= result["threshold"] <= 0.6
+    assert all(0.5 <= s["threshold"] <= 0.6 for s in result["sweep"])
+    bad = runner.invoke(app, [*args, "--out", str(tmp_path / "bad"), "--pixel-range", "high"])
+    assert bad.exit_code == 2 and "--pixel-range 'high': give LOW,HIGH" in bad.output
+    assert not (tmp_path / "bad").exists()
