@@ -514,7 +514,15 @@ def _drawn(
         label = r.label or (f"face {faces}" if r.kind == RegionKind.FACE else r.kind)
         drawn_regions.append(
             Region(
-                r.kind, label, scaled(r), r.area_fraction, r.coverage, r.mean_probability, r.mean_intensity, r.verdict
+                r.kind,
+                label,
+                scaled(r),
+                r.area_fraction,
+                r.coverage,
+                r.mean_probability,
+                r.mean_intensity,
+                r.verdict,
+                r.confidence,
             )
         )
     drawn_rois = [

@@ -438,6 +438,8 @@ class BlurRegion(Base):
     mean_probability: Mapped[float | None] = mapped_column(Float)
     mean_intensity: Mapped[float | None] = mapped_column(Float)
     verdict: Mapped[RegionVerdict] = mapped_column(_enum(RegionVerdict, "verdict"), nullable=False)
+    #: A face's detector confidence (NULL for other regions and rows before revision 0005).
+    confidence: Mapped[float | None] = mapped_column(Float)
 
     screening: Mapped[Screening] = relationship(back_populates="regions")
 

@@ -21,7 +21,7 @@ from .conftest import TABLES
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 #: Every revision, oldest first; a new migration appends its id here.
-REVISIONS = ["0001", "0002", "0003", "0004"]
+REVISIONS = ["0001", "0002", "0003", "0004", "0005"]
 HEAD = REVISIONS[-1]
 #: The analyst views (revision 0003, docs/sql.md), on SQLite and PostgreSQL alike.
 VIEWS = {
@@ -87,6 +87,8 @@ def test_db_upgrade_downgrade_upgrade(empty_db_url: str, tmp_path: Path, monkeyp
     # The default downgrade goes one revision back.
     migrate.downgrade(url)
     assert migrate.current(url) == REVISIONS[-2]
+    assert "confidence" not in _columns(url, "blur_regions")
+    migrate.downgrade(url)
     assert "reason" not in _columns(url, "crop_rois")
 
 

@@ -48,6 +48,7 @@ def test_numpy_numbers_become_the_plain_types_the_drivers_take():
         np.float32(0.75),
         np.float32(0.0),
         "blurred",
+        np.float32(0.5),
     )
     row = columns(region)
     assert row == {
@@ -62,9 +63,11 @@ def test_numpy_numbers_become_the_plain_types_the_drivers_take():
         "mean_probability": 0.75,
         "mean_intensity": 0.0,
         "verdict": RegionVerdict.BLURRED,
+        "confidence": 0.5,
     }
     assert all(type(row[k]) is int for k in ("x0", "y0", "x1", "y1"))
-    assert type(row["area_fraction"]) is float and row["verdict"] is RegionVerdict.BLURRED
+    assert type(row["area_fraction"]) is float and type(row["confidence"]) is float
+    assert row["verdict"] is RegionVerdict.BLURRED
     roi = columns(Roi("16:9", (0, 0, 16, 9), np.float32(0.0), np.bool_(True), 1.0, np.bool_(False)))
     assert roi["safe"] is True and roi["keeps_faces"] is False and roi["reason"] is None
 
