@@ -23,9 +23,11 @@ def config_command(
         typer.echo(json.dumps(values, indent=2, sort_keys=True))
         return
     table = Table(title="Effective settings (secrets masked)")
-    table.add_column("setting", style="bold", no_wrap=True)
-    table.add_column("value", overflow="fold")
-    table.add_column("environment variable", style="dim", no_wrap=True)
+    # At 80 columns the two name columns alone fill the line; the value is what the command
+    # is for, so it keeps a third of the width and the names fold instead.
+    table.add_column("setting", style="bold", overflow="fold")
+    table.add_column("value", overflow="fold", min_width=20)
+    table.add_column("environment variable", style="dim", overflow="fold")
     for name in Settings.model_fields:
         value = values[name]
         # Nested sections (faces, regions, roi) get one row per field: QC_REGIONS__FIELD.

@@ -56,6 +56,17 @@ def test_config_table_shows_settings_and_masks_secrets(settings_env):
     assert "hunter2" not in result.output
 
 
+def test_config_table_at_80_columns_shows_every_value(settings_env):
+    settings_env.setenv("COLUMNS", "80")
+    settings_env.setenv("QC_RETRY_MAX", "7")
+    result = runner.invoke(app, ["config"])
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if line.startswith("│")]
+    assert rows and all(len(line) <= 80 and line.endswith("│") for line in rows)  # nothing cut off
+    cells = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in rows}
+    assert cells["retry_max"] == "7" and cells["screen_chunk_size"] == "32"
+
+
 def test_config_with_bad_environment_exits_2_with_a_clear_message(settings_env):
     settings_env.setenv("QC_DEVICE", "gpu")
     result = runner.invoke(app, ["config", "--json"])
