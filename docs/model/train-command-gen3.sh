@@ -1,7 +1,11 @@
 #!/bin/bash
-# issue 11, session of 2026-12-06: fine-tune of the shipped gen2 weights, snapshots for calibrate
-cd /work/main
-exec .venv/bin/qc-train fit --sources ../shared/data/photos --out runs/ft4 --encoder mobilenet_v2 \
+# issue 11, session of 2026-12-06: the gen3 fine-tune of the shipped weights, with snapshots
+# for qc-train calibrate. Run from anywhere; PHOTOS defaults to the sources it was trained on.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+PHOTOS=${PHOTOS:-../shared/data/photos}
+exec .venv/bin/qc-train fit --sources "$PHOTOS" --out runs/ft4 --encoder mobilenet_v2 \
     --decoder-channels 64,32,24,16,8 --init-from qc_worker/weights/detector.safetensors \
-    --config runs/ft4_config.json --lr 3e-4 --stage-steps 100,400,4500 --stage-crop 256,256,256 \
-    --batch-size 8 --val-every 500 --val-samples 96 --snapshot-every 500 --workers 1 --seed 0 --amp auto
+    --config docs/model/train_config-override-gen3.json --lr 3e-4 --stage-steps 100,400,4500 \
+    --stage-crop 256,256,256 --batch-size 8 --val-every 500 --val-samples 96 --snapshot-every 500 \
+    --workers 1 --seed 0 --amp auto
