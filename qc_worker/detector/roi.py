@@ -6,7 +6,7 @@ in ``scales`` even steps, each at a grid of up to ``positions`` x ``positions`` 
 (spread over the whole image and, separately, over the places that keep the faces inside,
 so a narrow feasible range is never stepped over). Blur inside every candidate is read
 from one integral image of the binary blur mask (``prob >= threshold``), so it is an exact
-pixel count, and all candidates of a scale are evaluated at once with numpy.
+pixel count, and all candidates of every size are evaluated at once with numpy.
 
 With an ``observable`` map (:mod:`qc_worker.detector.observable`) a pixel is blurred only
 where blur can be seen, and a crop's blurred fraction is taken over its observable pixels
@@ -107,18 +107,32 @@ def blur_integral(blurred: np.ndarray) -> np.ndarray:
     return integral if depth == cv2.CV_32S else integral.astype(np.int64)
 
 
-def _box_sums(integral: np.ndarray, X: np.ndarray, Y: np.ndarray, w: int, h: int) -> np.ndarray:
-    return integral[Y + h, X + w].astype(np.int64) - integral[Y, X + w] - integral[Y + h, X] + integral[Y, X]
+def _box_sums(integral: np.ndarray, X: np.ndarray, Y: np.ndarray, W: np.ndarray, H: np.ndarray) -> np.ndarray:
+    return integral[Y + H, X + W].astype(np.int64) - integral[Y, X + W] - integral[Y + H, X] + integral[Y, X]
 
 
-def _axis_positions(size: int, extent: int, lo: int, hi: int, n: int) -> np.ndarray:
-    """Starts along one axis: ``n`` spread over ``[0, extent - size]`` and ``n`` over the
-    feasible ``[lo, hi]`` (when not empty)."""
-    full = np.linspace(0, extent - size, n) if n > 1 else np.array([(extent - size) / 2])
-    parts = [np.round(full)]
-    if lo <= hi:
-        parts.append(np.round(np.linspace(lo, hi, n) if n > 1 else np.array([(lo + hi) / 2])))
-    return np.unique(np.concatenate(parts).astype(np.int64))
+def _spread(start: np.ndarray, stop: np.ndarray, n: int) -> np.ndarray:
+    """``np.linspace(start[i], stop[i], n)`` for each row i, bit for bit (``n`` > 1), or
+    the midpoints (``n`` == 1)."""
+    if n == 1:
+        return ((start + stop) / 2)[:, None]
+    step = (stop - start) / (n - 1)
+    out = np.arange(n)[None, :] * step[:, None] + start[:, None]
+    out[:, -1] = stop
+    return out
+
+
+def _axis_positions(sizes: np.ndarray, extent: int, lo: np.ndarray, hi: np.ndarray, n: int) -> np.ndarray:
+    """Starts along one axis, one sorted row per crop size: ``n`` spread over
+    ``[0, extent - size]`` and ``n`` over the feasible ``[lo, hi]`` (the first ``n`` again
+    where that range is empty). Repeats are kept: they cost less than removing them per row
+    and never change the choice, since sorted repeats sit beside their first copy."""
+    full = np.round(_spread(np.zeros(len(sizes)), (extent - sizes).astype(np.float64), n))
+    if np.array_equal(lo, 0) and np.array_equal(hi, extent - sizes):
+        return full.astype(np.int64)  # nothing to keep inside: the feasible range is the whole axis
+    feasible = np.round(_spread(lo.astype(np.float64), hi.astype(np.float64), n))
+    feasible = np.where((lo <= hi)[:, None], feasible, full)
+    return np.sort(np.concatenate([full, feasible], axis=1), axis=1).astype(np.int64)
 
 
 def best_crop(
@@ -134,74 +148,82 @@ def best_crop(
     """The chosen crop of ``aspect`` (see the module doc) given the blur mask's integral
     image, the box that must stay inside (``keep``, already margined), the foreground
     box that steers the choice (``focus``) and the observable map's integral image
-    (``observed``; None: every pixel counts)."""
+    (``observed``; None: every pixel counts).
+
+    Tens of thousands of candidates per aspect make this a third of the analysis step
+    unless each costs few operations: every size and place is one element of the same
+    arrays, what depends on one axis is computed per axis, and the tie-breaking keys
+    (foreground held, distance) only for the candidates still tied on the first ones."""
     height, width = integral.shape[0] - 1, integral.shape[1] - 1
     if height <= 0 or width <= 0:
         raise ValueError("empty image")
     ratio = parse_aspect(aspect)
     max_w = min(float(width), height * ratio)
     max_h = max_w / ratio
-    scales = np.linspace(1.0, config.min_fraction, config.scales) if config.scales > 1 else [1.0]
+    scales = np.linspace(1.0, config.min_fraction, config.scales) if config.scales > 1 else np.array([1.0])
     if keep is not None and box_area(keep) == 0:
         keep = None
     fx0, fy0, fx1, fy1 = focus if focus is not None and box_area(focus) > 0 else (0, 0, 0, 0)
     focus_area = box_area((fx0, fy0, fx1, fy1))
     cx, cy = ((fx0 + fx1) / 2, (fy0 + fy1) / 2) if focus_area else (width / 2, height / 2)
 
-    columns: list[list[np.ndarray]] = [[] for _ in range(9)]
-    for scale in scales:
-        w = int(min(width, max(1, round(max_w * scale))))
-        h = int(min(height, max(1, round(max_h * scale))))
-        if keep is not None:
-            kx0, ky0, kx1, ky1 = keep
-            xlo, xhi = max(0, kx1 - w), min(width - w, kx0)
-            ylo, yhi = max(0, ky1 - h), min(height - h, ky0)
-        else:
-            xlo, xhi, ylo, yhi = 0, width - w, 0, height - h
-        xs = _axis_positions(w, width, xlo, xhi, config.positions)
-        ys = _axis_positions(h, height, ylo, yhi, config.positions)
-        X, Y = np.meshgrid(xs, ys)
-        X, Y = X.ravel(), Y.ravel()
-        blurred = _box_sums(integral, X, Y, w, h)
-        seen = np.full(X.shape, w * h, np.int64) if observed is None else _box_sums(observed, X, Y, w, h)
-        if keep is not None:
-            keeps = (X <= keep[0]) & (Y <= keep[1]) & (X + w >= keep[2]) & (Y + h >= keep[3])
-        else:
-            keeps = np.ones(X.shape, bool)
-        if focus_area:
-            ix = np.clip(np.minimum(X + w, fx1) - np.maximum(X, fx0), 0, None)
-            iy = np.clip(np.minimum(Y + h, fy1) - np.maximum(Y, fy0), 0, None)
-            held = ix * iy / focus_area
-        else:
-            held = np.zeros(X.shape)
-        dist = np.hypot(X + w / 2 - cx, Y + h / 2 - cy)
-        for col, values in zip(
-            columns,
-            (X, Y, np.full(X.shape, w), np.full(X.shape, h), blurred, keeps, held, dist, seen),
-            strict=True,
-        ):
-            col.append(values)
-    X, Y, W, H, B, K, F, D, S = (np.concatenate(c) for c in columns)
-    area = W * H
-    enough = (S > 0) & (S >= min_observable_fraction * area)
-    frac = np.where(enough, B / np.maximum(S, 1), 0.0)
-    safe = K & (frac <= config.max_blur_fraction)
-    if safe.any():
-        idx = np.flatnonzero(safe)
-        # np.lexsort: the last key is the primary one.
-        order = np.lexsort((D[idx], frac[idx], -F[idx], -area[idx]))
-        i = idx[order[0]]
+    ws = np.minimum(width, np.maximum(1, np.round(max_w * scales))).astype(np.int64)
+    hs = np.minimum(height, np.maximum(1, np.round(max_h * scales))).astype(np.int64)
+    if keep is not None:
+        kx0, ky0, kx1, ky1 = keep
+        xlo, xhi = np.maximum(0, kx1 - ws), np.minimum(width - ws, kx0)
+        ylo, yhi = np.maximum(0, ky1 - hs), np.minimum(height - hs, ky0)
     else:
-        i = np.lexsort((D, -F, -area, frac, ~K))[0]
-    x, y, w, h = int(X[i]), int(Y[i]), int(W[i]), int(H[i])
+        xlo, xhi, ylo, yhi = np.zeros_like(ws), width - ws, np.zeros_like(hs), height - hs
+    # Candidates as (size, y, x) arrays, flattened size-major for the module doc's
+    # tie-breaks; what depends on one axis only is worked out per axis and broadcast.
+    xs = _axis_positions(ws, width, xlo, xhi, config.positions)[:, None, :]
+    ys = _axis_positions(hs, height, ylo, yhi, config.positions)[:, :, None]
+    w3, h3 = ws[:, None, None], hs[:, None, None]
+    shape = (len(scales), ys.shape[1], xs.shape[2])
+    blurred = _box_sums(integral, xs, ys, w3, h3).ravel()
+    area = np.broadcast_to(w3 * h3, shape).ravel()
+    seen = area if observed is None else _box_sums(observed, xs, ys, w3, h3).ravel()
+    if keep is not None:
+        keeps = ((ys <= keep[1]) & (ys + h3 >= keep[3])) & ((xs <= keep[0]) & (xs + w3 >= keep[2]))
+        keeps = np.broadcast_to(keeps, shape).ravel()
+    else:
+        keeps = np.ones(area.shape, bool)
+    enough = (seen > 0) & (seen >= min_observable_fraction * area)
+    frac = np.where(enough, blurred / np.maximum(seen, 1), 0.0)
+    safe = keeps & (frac <= config.max_blur_fraction)
+
+    # The ranking keys of the module doc, the last ones only for the candidates still tied.
+    if safe.any():
+        tied = safe & (area == area[safe].max())
+    else:
+        tied = keeps if keeps.any() else np.ones(area.shape, bool)
+        tied = tied & (frac == frac[tied].min())
+        tied &= area == area[tied].max()
+    idx = np.flatnonzero(tied)
+    X = np.broadcast_to(xs, shape).ravel()[idx]
+    Y = np.broadcast_to(ys, shape).ravel()[idx]
+    W = np.broadcast_to(w3, shape).ravel()[idx]
+    H = np.broadcast_to(h3, shape).ravel()[idx]
+    if focus_area:
+        ix = np.clip(np.minimum(X + W, fx1) - np.maximum(X, fx0), 0, None)
+        iy = np.clip(np.minimum(Y + H, fy1) - np.maximum(Y, fy0), 0, None)
+        held = ix * iy / focus_area
+    else:
+        held = np.zeros(idx.shape)
+    dist = np.hypot(X + W / 2 - cx, Y + H / 2 - cy)
+    # np.lexsort: the last key is the primary one; it is stable, so ties keep candidate order.
+    pick = np.lexsort((dist, frac[idx], -held))[0]
+    i = idx[pick]
+    x, y, w, h = int(X[pick]), int(Y[pick]), int(W[pick]), int(H[pick])
     return Roi(
         aspect=aspect,
         bbox=(x, y, x + w, y + h),
         blur_fraction=float(frac[i]),
         safe=bool(safe[i]),
         area_fraction=w * h / (width * height),
-        keeps_faces=bool(K[i]),
-        reason=unsafe_reason(aspect, float(frac[i]), bool(K[i]), config.max_blur_fraction),
+        keeps_faces=bool(keeps[i]),
+        reason=unsafe_reason(aspect, float(frac[i]), bool(keeps[i]), config.max_blur_fraction),
     )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from model_training.synth.masks.faces import TRAINING_FACES, FaceDetector
 from qc_worker.config import FaceConfig, RegionConfig
@@ -47,6 +48,44 @@ def test_each_hard_kind_of_face_is_found(portrait, kind):
     faces = detect_faces(image)
     assert any(box_iou(f, truth) >= 0.3 for f in faces), f"{kind}: {faces} vs truth {truth}"
     assert all(f.confidence >= FaceConfig().min_confidence for f in faces)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "portrait_A000069.jpg",
+        "portrait_C001049.jpg",
+        "portrait_E000290.jpg",
+        "astronaut.jpg",
+    ],
+)
+def test_the_cascade_finds_what_facenet_pytorchs_own_driver_finds(name):
+    """Screening drives P-, R- and O-Net itself (faster resizing, channels-last nets); the
+    faces must stay facenet-pytorch's: same count, boxes within IoU 0.8, close probabilities."""
+    from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
+    from facenet_pytorch.models.utils.detect_face import detect_face
+
+    rgb = _rgb(name)
+    rgb = cv2.resize(rgb, None, fx=640 / max(rgb.shape[:2]), fy=640 / max(rgb.shape[:2]), interpolation=cv2.INTER_AREA)
+    min_face = 22
+    with torch.inference_mode():
+        batch, _ = detect_face(
+            rgb.copy(),
+            min_face,
+            PNet().eval(),
+            RNet().eval(),
+            ONet().eval(),
+            list(mtcnn.STAGE_THRESHOLDS),
+            mtcnn.PYRAMID_FACTOR,
+            torch.device("cpu"),
+        )
+    theirs = [f for f in np.asarray(batch[0], dtype=np.float64).reshape(-1, 5) if f[4] >= 0.9]
+    ours = [(box, p) for box, p in mtcnn.detect(rgb, min_face) if p >= 0.9]
+    assert len(ours) == len(theirs) >= 1
+    for box, p in ours:
+        best = max(theirs, key=lambda t: box_iou(box, tuple(t[:4])))
+        assert box_iou(box, tuple(best[:4])) >= 0.8
+        assert abs(p - best[4]) < 0.02
 
 
 @pytest.mark.parametrize("name", ["coffee.jpg", "rocket.jpg", "chelsea.jpg"])
