@@ -25,7 +25,7 @@ def test_hair_is_the_dark_band_above_a_face(monkeypatch):
     image = np.full((300, 300, 3), (120, 160, 200), np.uint8)
     image[90:210, 110:190] = SKIN_RGB
     image[50:100, 100:200] = (40, 30, 25)
-    image[170:190, 100:108] = (40, 30, 25)  # dark, in the band, but not touching the face
+    image[170:190, 90:98] = (40, 30, 25)  # dark, in the band, but not touching the face
     faces = FaceDetector()
     monkeypatch.setattr(faces, "_detect", lambda img: [FaceBox(110, 100, 80, 100, 1.0)])
     foreground = np.zeros((300, 300), bool)
