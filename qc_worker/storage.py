@@ -198,12 +198,18 @@ class LocalStore:
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
             # mkstemp makes the file 0600; a written image gets the mode any new file would.
-            os.chmod(tmp, 0o666 & ~_umask())
+            os.chmod(tmp, new_file_mode())
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
         return str(path)
+
+
+def new_file_mode() -> int:
+    """The mode ``open`` gives a new file under the process's umask, for files that are
+    written under a temporary name by code that makes them 0600 (mkstemp, safetensors)."""
+    return 0o666 & ~_umask()
 
 
 def _umask() -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from qc_worker import __version__
 from qc_worker.detector.model import BlurDetector, ModelConfig
+from qc_worker.storage import new_file_mode
 
 FORMAT = "artwork-qc-detector/1"
 
@@ -85,6 +87,7 @@ def save_checkpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     save_file(tensors, str(tmp), metadata=header)
+    os.chmod(tmp, new_file_mode())  # safetensors creates it 0600
     tmp.replace(path)
     return meta
 

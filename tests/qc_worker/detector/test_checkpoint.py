@@ -120,3 +120,17 @@ def test_an_encoders_own_input_normalisation_travels_to_serving(tmp_path):
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(model(x).logits, loaded(x).logits, rtol=0, atol=0)
+
+
+def test_a_saved_checkpoint_gets_the_umask_mode_not_0600(tmp_path):
+    """safetensors creates its file 0600; a shipped weights file must be readable like any other."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "m.safetensors"
+        save_checkpoint(path, _model(), dtype=torch.float16)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
