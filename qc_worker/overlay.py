@@ -134,8 +134,20 @@ def layout(
     free place on the image, and is left out only when there is none: its box's colour and
     the legend still say what it is.
     """
-    regions, rois = _drawn_regions(regions), list(rois)
-    colours = aspect_colours(rois)
+    rois = list(rois)
+    return _layout(shape, _drawn_regions(regions), rois, aspect_colours(rois), font_scale, thickness)
+
+
+def _layout(
+    shape: tuple[int, ...],
+    regions: list[tuple[Region, bool]],
+    rois: list[Roi],
+    colours: dict[str, Colour],
+    font_scale: float,
+    thickness: int,
+) -> tuple[Legend | None, list[Label]]:
+    """:func:`layout` for the regions :func:`_drawn_regions` picked and the crops'
+    colours already chosen, which :func:`draw_boxes` needs too."""
     lines: list[tuple[Colour, str]] = []
     if any(blurred for _, blurred in regions):
         lines.append((BLURRED, "blurred"))
@@ -196,15 +208,15 @@ def draw_boxes(
     rows), with boxes in ``out``'s pixels. Grid cells are never drawn (they are a summary); a sharp region is
     drawn only when it is a face. Labels and legend go where :func:`layout` puts them.
     """
-    regions, rois = list(regions), list(rois)
-    for r, blurred in _drawn_regions(regions):
+    drawn, rois = _drawn_regions(regions), list(rois)
+    for r, blurred in drawn:
         x0, y0, x1, y1 = (int(round(v)) for v in r.bbox)
         cv2.rectangle(out, (x0, y0), (max(x1 - 1, x0), max(y1 - 1, y0)), BLURRED if blurred else SHARP, thickness)
     colours = aspect_colours(rois)
     for roi in rois:
         x0, y0, x1, y1 = (int(round(v)) for v in roi.bbox)
         cv2.rectangle(out, (x0, y0), (max(x1 - 1, x0), max(y1 - 1, y0)), colours[str(roi.aspect)], thickness)
-    legend, labels = layout(out.shape, regions, rois, font_scale=font_scale, thickness=thickness)
+    legend, labels = _layout(out.shape, drawn, rois, colours, font_scale, thickness)
     for label in labels:
         _band(out, label.box)
         _, h, base = _text_size(label.text, font_scale)

@@ -93,7 +93,7 @@ class _Nets:
             found.append(boxes[helpers.batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.5)])
             scale, side = scale * PYRAMID_FACTOR, side * PYRAMID_FACTOR
         boxes = torch.cat(found) if found else torch.zeros((0, 9))
-        boxes = boxes[helpers.batched_nms(boxes[:, :4], boxes[:, 4], torch.zeros(len(boxes), dtype=torch.int64), 0.7)]
+        boxes = boxes[helpers.batched_nms(boxes[:, :4], boxes[:, 4], _one_image(boxes), 0.7)]
         width, height = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
         shifted = boxes[:, :4] + boxes[:, 5:9] * torch.stack([width, height, width, height], dim=1)
         return helpers.rerec(torch.cat([shifted, boxes[:, 4:5]], dim=1))
@@ -103,7 +103,7 @@ class _Nets:
         reg, probs = self.rnet(_crops(sums, boxes, 24, self.helpers))
         keep = probs[:, 1] > STAGE_THRESHOLDS[1]
         boxes = torch.cat([boxes[keep, :4], probs[keep, 1:2]], dim=1)
-        pick = self.helpers.batched_nms(boxes[:, :4], boxes[:, 4], torch.zeros(len(boxes), dtype=torch.int64), 0.7)
+        pick = self.helpers.batched_nms(boxes[:, :4], boxes[:, 4], _one_image(boxes), 0.7)
         return self.helpers.rerec(self.helpers.bbreg(boxes[pick], reg[keep][pick]))
 
     def _output(self, sums: np.ndarray, boxes: torch.Tensor) -> torch.Tensor:
@@ -111,15 +111,19 @@ class _Nets:
         reg, _, probs = self.onet(_crops(sums, boxes, 48, self.helpers))
         keep = probs[:, 1] > STAGE_THRESHOLDS[2]
         boxes = self.helpers.bbreg(torch.cat([boxes[keep, :4], probs[keep, 1:2]], dim=1), reg[keep])
-        pick = self.helpers.batched_nms_numpy(
-            boxes[:, :4], boxes[:, 4], torch.zeros(len(boxes), dtype=torch.int64), 0.7, "Min"
-        )
+        pick = self.helpers.batched_nms_numpy(boxes[:, :4], boxes[:, 4], _one_image(boxes), 0.7, "Min")
         return boxes[pick]
 
 
 def _tensor(pixels: np.ndarray) -> torch.Tensor:
-    """uint8 NxHxWx3 as the nets' normalised float NCHW input, channels-last in memory."""
+    """NxHxWx3 pixels (uint8 or float) as the nets' normalised float NCHW input,
+    channels-last in memory."""
     return (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() - 127.5) * 0.0078125
+
+
+def _one_image(boxes: torch.Tensor) -> torch.Tensor:
+    """The image index of each box for facenet-pytorch's batched NMS: all from one image."""
+    return torch.zeros(len(boxes), dtype=torch.int64)
 
 
 def _crops(sums: np.ndarray, boxes: torch.Tensor, side: int, helpers) -> torch.Tensor:
@@ -145,8 +149,7 @@ def _crops(sums: np.ndarray, boxes: torch.Tensor, side: int, helpers) -> torch.T
     total = sums[r1, c1] - sums[r0, c1] - sums[r1, c0] + sums[r0, c0]
     mean = total / ((r1 - r0) * (c1 - c0))[..., None]
     mean[~valid] = 0.0
-    crops = torch.from_numpy(mean.astype(np.float32)).permute(0, 3, 1, 2)
-    return (crops - 127.5) * 0.0078125
+    return _tensor(mean.astype(np.float32))
 
 
 _LOAD_LOCK = threading.Lock()

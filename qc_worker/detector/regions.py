@@ -411,8 +411,11 @@ def image_verdict(
     faces = [r for r in regions if r.kind == RegionKind.FACE]
     reject: list[str] = []
     review: list[str] = []
+    face_ratio = 0.0
     for f in faces:
         sure = _sure(f, config)
+        ratio = f.coverage / config.face_blur_limit
+        face_ratio = max(face_ratio, ratio if sure else min(0.99, ratio))
         if f.coverage >= config.face_blur_limit and sure:
             reject.append(f"{f.label} blurred {f.coverage:.0%} >= {config.face_blur_limit:.0%}")
         elif f.coverage >= config.face_blur_limit:
@@ -440,13 +443,6 @@ def image_verdict(
             )
     if frame_threshold is not None and median >= frame_threshold:
         review.append(f"whole frame: median probability {median:.2f} >= {frame_threshold:.2f}")
-    face_ratio = max(
-        (
-            f.coverage / config.face_blur_limit if _sure(f, config) else min(0.99, f.coverage / config.face_blur_limit)
-            for f in faces
-        ),
-        default=0.0,
-    )
     score = min(1.0, max(blurred_fraction / config.reject_area_fraction, face_ratio))
     if reject:
         return ImageVerdict.REJECT, 1.0, tuple(reject + review)
