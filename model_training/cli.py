@@ -234,6 +234,10 @@ def fit(
         int | None,
         typer.Option(help="Seed of splits, synthesis and initialisation (default 0)."),
     ] = None,
+    data_seed: Annotated[
+        int | None,
+        typer.Option(help="Seed of the training samples only (default: --seed); the split stays --seed's."),
+    ] = None,
     config: Annotated[
         Path | None,
         typer.Option(
@@ -274,6 +278,7 @@ def fit(
                 "val_every": val_every,
                 "val_samples": val_samples,
                 "seed": seed,
+                "data_seed": data_seed,
                 "log_every": log_every,
                 "snapshot_every": snapshot_every,
             },

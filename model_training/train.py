@@ -62,6 +62,10 @@ class TrainConfig(BaseModel):
     #: .safetensors; same architecture) instead of ImageNet or random weights.
     init_from: Path | None = None
     seed: int = 0
+    #: Seed of the synthesised training stream (None: ``seed``). A fine-tune sets its own so
+    #: it learns from samples the run it continues never drew, while ``seed`` keeps the split,
+    #: and so the held-out photos, what they were.
+    data_seed: int | None = None
     batch_size: int = Field(8, ge=1)
     #: Steps of curriculum stages 1, 2, 3 (paper 3.5).
     stage_steps: tuple[int, int, int] = (300, 700, 1500)
@@ -394,7 +398,7 @@ def fit(
                 splits.train,
                 stage_synth(cfg, stage, crop),
                 length=steps * cfg.batch_size * d.world,
-                seed=cfg.seed * 1000 + stage,
+                seed=(cfg.seed if cfg.data_seed is None else cfg.data_seed) * 1000 + stage,
                 mask_sources=cfg.mask_sources,
                 cache_dir=cfg.out / "mask-cache",
                 source_weights=source_weights(splits.train, cfg.source_balance),

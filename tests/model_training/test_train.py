@@ -208,6 +208,22 @@ def test_fine_tuning_starts_from_a_checkpoint_and_says_so(photo_dir, tmp_path):
         initial_model(other)
 
 
+@pytest.mark.integration
+def test_a_data_seed_changes_the_samples_but_not_the_split(photo_dir, tmp_path):
+    runs = {}
+    for name, data_seed in (("default", None), ("new", 5)):
+        cfg = _tiny_cfg(tmp_path / name, photo_dir, data_seed=data_seed)
+        fit(cfg, stop_after=1)
+        runs[name] = (
+            (cfg.out / "splits.json").read_text(),
+            torch.load(cfg.out / "train_state.pt", weights_only=False)["model"],
+        )
+    assert runs["default"][0] == runs["new"][0]
+    before, after = runs["default"][1], runs["new"][1]
+    moved = [k for k, v in before.items() if v.is_floating_point() and not torch.equal(v, after[k])]
+    assert moved, "a new data seed trained on the very same samples"
+
+
 def test_sources_are_balanced_by_the_square_root_of_their_folder():
     paths = [Path(f"/p/portraits/{i}.jpg") for i in range(100)] + [Path(f"/p/scenes/{i}.jpg") for i in range(25)]
     w = source_weights(paths, "sqrt_folder")
