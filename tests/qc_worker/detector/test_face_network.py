@@ -88,6 +88,26 @@ def test_the_cascade_finds_what_facenet_pytorchs_own_driver_finds(name):
         assert abs(p - best[4]) < 0.02
 
 
+def test_crops_from_the_int32_integral_are_those_of_the_float64_one():
+    """O- and R-Net crops are read from an int32 integral where no sum can overflow it."""
+    from facenet_pytorch.models.utils import detect_face
+
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    x0, y0 = rng.uniform(-20, 100, 40), rng.uniform(-20, 70, 40)
+    side = rng.uniform(2, 60, 40)
+    boxes = torch.tensor(np.stack([x0, y0, x0 + side, y0 + side, np.ones(40)], axis=1), dtype=torch.float32)
+    assert mtcnn._integral(rgb).dtype == np.int32
+    wide = cv2.integral(rgb, sdepth=cv2.CV_64F)
+    for size in (24, 48):
+        torch.testing.assert_close(
+            mtcnn._crops(mtcnn._integral(rgb), boxes, size, detect_face),
+            mtcnn._crops(wide, boxes, size, detect_face),
+            rtol=0,
+            atol=0,
+        )
+
+
 @pytest.mark.parametrize("name", ["coffee.jpg", "rocket.jpg", "chelsea.jpg"])
 def test_face_free_photos_have_no_face(name):
     image = cv2.resize(_rgb(name), (1920, 1080), interpolation=cv2.INTER_CUBIC)
