@@ -357,11 +357,11 @@ def evaluate(
     from model_training.evaluate import (
         evaluate as run_eval,
     )
-    from model_training.export import load_training_model
+    from model_training.export import load_served_model
     from qc_worker.detector.checkpoint import CheckpointError
 
     try:
-        model = load_training_model(checkpoint)
+        model = load_served_model(checkpoint)
         layout, items = discover(data)
         if val is not None:
             _, val_items = discover(val)

@@ -14,7 +14,7 @@ import torch
 
 from model_training.evaluate import OURS
 from qc_worker.detector.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
-from qc_worker.detector.model import BlurDetector, ModelConfig
+from qc_worker.detector.model import BlurDetector, ModelConfig, fold_batchnorm
 
 
 def training_summary(run: Path) -> dict:
@@ -44,6 +44,13 @@ def load_training_model(checkpoint: Path) -> BlurDetector:
     if checkpoint.suffix == ".safetensors":
         return load_checkpoint(checkpoint)[0].float().eval()
     return _load_training_state(checkpoint)[0].eval()
+
+
+def load_served_model(checkpoint: Path) -> BlurDetector:
+    """The model of ``checkpoint`` as screening runs it on the CPU (``Detector``): BatchNorm
+    folded into the convolutions, channels-last, float32. Evaluation judges this one, so its
+    numbers are those of the maps calibration and screening threshold."""
+    return fold_batchnorm(load_training_model(checkpoint)).to(memory_format=torch.channels_last)
 
 
 def _load_training_state(checkpoint: Path) -> tuple[BlurDetector, dict]:

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from model_training.cli import app
 from model_training.evaluate import discover, hf_blur_map, laplacian_variance
+from model_training.export import load_served_model, load_training_model
 from qc_worker.detector.checkpoint import load_checkpoint
 from qc_worker.detector.model import BlurDetector, ModelConfig
 
@@ -210,3 +211,26 @@ def test_evaluate_refuses_bad_input_clearly(tmp_path):
         ],
     )
     assert res.exit_code == 2 and "error" in res.output
+
+
+def test_evaluate_judges_the_model_as_screening_serves_it(tmp_path):
+    torch.manual_seed(0)
+    model = BlurDetector(TINY)
+    with torch.no_grad():  # running statistics that are not the identity, so folding shows
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    ckpt = tmp_path / "best_model.pt"
+    torch.save({"model": model.state_dict(), "model_config": TINY.to_dict(), "step": 1}, ckpt)
+    served = load_served_model(ckpt)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in served.modules())
+    assert served.mask_head.weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            served(x, with_aux=False).probability,
+            load_training_model(ckpt)(x, with_aux=False).probability,
+            rtol=1e-4,
+            atol=1e-5,
+        )
