@@ -14,7 +14,8 @@ import torch
 
 from model_training.evaluate import OURS
 from qc_worker.detector.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
-from qc_worker.detector.model import BlurDetector, ModelConfig, fold_batchnorm
+from qc_worker.detector.inference import serving_model
+from qc_worker.detector.model import BlurDetector, ModelConfig
 
 
 def training_summary(run: Path) -> dict:
@@ -47,10 +48,10 @@ def load_training_model(checkpoint: Path) -> BlurDetector:
 
 
 def load_served_model(checkpoint: Path) -> BlurDetector:
-    """The model of ``checkpoint`` as screening runs it on the CPU (``Detector``): BatchNorm
-    folded into the convolutions, channels-last, float32. Evaluation judges this one, so its
+    """The float32 model of ``checkpoint`` as screening runs it on the CPU
+    (:func:`qc_worker.detector.inference.serving_model`). Evaluation judges this one, so its
     numbers are those of the maps calibration and screening threshold."""
-    return fold_batchnorm(load_training_model(checkpoint)).to(memory_format=torch.channels_last)
+    return serving_model(load_training_model(checkpoint), torch.device("cpu"))
 
 
 def _load_training_state(checkpoint: Path) -> tuple[BlurDetector, dict]:

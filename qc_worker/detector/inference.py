@@ -85,6 +85,14 @@ def pick_dtype(device: torch.device, precision: Precision) -> torch.dtype | None
     return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
+def serving_model(model: BlurDetector, device: torch.device) -> BlurDetector:
+    """``model`` as screening runs it on ``device``: in eval mode, BatchNorm folded into the
+    convolutions, channels-last on the CPU (oneDNN's fast layout). ``qc-train evaluate``
+    judges this same model, so its thresholds are chosen on the maps screening sees."""
+    model = fold_batchnorm(model.to(device).eval())
+    return model.to(memory_format=torch.channels_last) if device.type == "cpu" else model
+
+
 def _window(size: int, overlap: int) -> np.ndarray:
     """1-D blending weights: flat in the middle, raised-cosine ramps over the overlap."""
     w = np.ones(size, np.float32)
@@ -114,9 +122,7 @@ class Detector:
         dtype: torch.dtype | None,
         config: InferenceConfig = InferenceConfig(),
     ) -> None:
-        self.model = fold_batchnorm(model.to(device).eval())
-        if device.type == "cpu":
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = serving_model(model, device)
         self.meta = meta
         self.device = device
         self.dtype = dtype
