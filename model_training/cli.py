@@ -238,6 +238,15 @@ def fit(
         int | None,
         typer.Option(help="Seed of the training samples only (default: --seed); the split stays --seed's."),
     ] = None,
+    ema_decay: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            max=1,
+            help="Validate and snapshot an exponential moving average of the weights with this "
+            "decay per step, e.g. 0.998 (default: no average).",
+        ),
+    ] = None,
     config: Annotated[
         Path | None,
         typer.Option(
@@ -279,6 +288,7 @@ def fit(
                 "val_samples": val_samples,
                 "seed": seed,
                 "data_seed": data_seed,
+                "ema_decay": ema_decay,
                 "log_every": log_every,
                 "snapshot_every": snapshot_every,
             },

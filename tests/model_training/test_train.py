@@ -112,6 +112,31 @@ def test_fit_writes_its_outputs_and_resumes_exactly(photo_dir, tmp_path):
 
 
 @pytest.mark.integration
+def test_a_weight_average_is_what_validation_and_snapshots_keep_and_it_resumes_exactly(photo_dir, tmp_path):
+    straight = _tiny_cfg(tmp_path / "a", photo_dir, snapshot_every=6, ema_decay=0.5)
+    fit(straight)
+    state = torch.load(straight.out / "train_state.pt", weights_only=False)
+    snap = torch.load(straight.out / "snapshots" / "step_000006.pt", weights_only=False)["model"]
+    average = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
+    moved = [k for k, v in snap.items() if v.is_floating_point() and not torch.equal(v, state["model"][k])]
+    assert moved, "the snapshot holds the raw weights, not their average"
+    for k, v in snap.items():
+        torch.testing.assert_close(v, average[k])
+
+    halves = _tiny_cfg(tmp_path / "b", photo_dir, snapshot_every=6, ema_decay=0.5)
+    fit(halves, stop_after=3)
+    fit(halves, resume=True)
+    again = torch.load(halves.out / "snapshots" / "step_000006.pt", weights_only=False)["model"]
+    for k in snap:
+        torch.testing.assert_close(snap[k], again[k], rtol=1e-5, atol=1e-6)
+
+    plain = _tiny_cfg(tmp_path / "c", photo_dir)
+    fit(plain, stop_after=1)
+    with pytest.raises(ValueError, match="no weight average"):
+        fit(plain.model_copy(update={"ema_decay": 0.5}), resume=True)
+
+
+@pytest.mark.integration
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes_follows_the_single_process_loss(photo_dir, tmp_path):
     """2 ranks x batch 2 see exactly the samples of 1 process x batch 4 (indices are
