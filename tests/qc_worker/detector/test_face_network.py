@@ -108,6 +108,28 @@ def test_crops_from_the_int32_integral_are_those_of_the_float64_one():
         )
 
 
+def test_crops_are_facenet_pytorchs_area_resized_crops():
+    """Each crop is what facenet-pytorch's detect_face feeds R- and O-Net: the box's pixels
+    (clipped by its ``pad``) resized by ``interpolate(mode="area")``, then normalised."""
+    from facenet_pytorch.models.utils import detect_face
+
+    rng = np.random.default_rng(4)
+    rgb = rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    x0, y0 = rng.uniform(-20, 100, 30), rng.uniform(-20, 70, 30)
+    side = rng.uniform(4, 60, 30)
+    boxes = torch.tensor(np.stack([x0, y0, x0 + side, y0 + side, np.ones(30)], axis=1), dtype=torch.float32)
+    image = torch.from_numpy(rgb).permute(2, 0, 1).float()
+    y, ey, x, ex = detect_face.pad(boxes.clone(), 120, 90)
+    for size in (24, 48):
+        ours = mtcnn._crops(mtcnn._integral(rgb), boxes, size, detect_face)
+        inside = [k for k in range(len(boxes)) if ey[k] > y[k] - 1 and ex[k] > x[k] - 1]  # detect_face's test
+        assert len(inside) > 20
+        for k in inside:
+            crop = image[None, :, y[k] - 1 : ey[k], x[k] - 1 : ex[k]]
+            theirs = (detect_face.imresample(crop, (size, size)) - 127.5) * 0.0078125
+            torch.testing.assert_close(ours[k : k + 1], theirs, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["coffee.jpg", "rocket.jpg", "chelsea.jpg"])
 def test_face_free_photos_have_no_face(name):
     image = cv2.resize(_rgb(name), (1920, 1080), interpolation=cv2.INTER_CUBIC)
