@@ -108,7 +108,18 @@ def blur_integral(blurred: np.ndarray) -> np.ndarray:
 
 
 def _box_sums(integral: np.ndarray, X: np.ndarray, Y: np.ndarray, W: np.ndarray, H: np.ndarray) -> np.ndarray:
-    return integral[Y + H, X + W].astype(np.int64) - integral[Y, X + W] - integral[Y + H, X] + integral[Y, X]
+    """Sums of the boxes (x, y, w, h), broadcast. The corners are gathered by ``np.take``
+    on flat indices, the same values as ``integral[rows, cols]`` at a fraction of the cost
+    of broadcast fancy indexing (tens of thousands of candidate crops per aspect)."""
+    flat, stride = integral.ravel(), integral.shape[1]
+    top, bottom = Y * stride, (Y + H) * stride
+    right = X + W
+    return (
+        np.take(flat, bottom + right).astype(np.int64)
+        - np.take(flat, top + right)
+        - np.take(flat, bottom + X)
+        + np.take(flat, top + X)
+    )
 
 
 def _spread(start: np.ndarray, stop: np.ndarray, n: int) -> np.ndarray:
