@@ -65,6 +65,7 @@ from typing import TypeVar
 
 import cv2
 import numpy as np
+from scipy import ndimage
 
 from qc_worker.config import RegionConfig
 from qc_worker.detector.boxes import Box, box_area, clip_box
@@ -177,28 +178,32 @@ def _stats(
     evidence: Evidence = Evidence(),
 ) -> tuple[float, float, float, float]:
     """(area_fraction, coverage, mean_probability, mean_intensity) of a box, or of the
-    pixels of ``mask`` (full-image bool) inside the box; shares over observable pixels."""
+    pixels of ``mask`` (full-image bool) inside the box; shares over observable pixels.
+
+    The box's pixels are never gathered into new arrays: counts and masked means (OpenCV's,
+    SIMD, in float64) read them in place, which keeps the nine grid cells, the faces and
+    the foreground a small part of the analysis step."""
     x0, y0, x1, y1 = box
     total = prob.size
-    p = prob[y0:y1, x0:x1]
-    b = blurred[y0:y1, x0:x1]
-    i = intensity[y0:y1, x0:x1]
-    o = None if evidence.observable is None else evidence.observable[y0:y1, x0:x1]
-    if mask is not None:
-        m = mask[y0:y1, x0:x1]
-        p, b, i = p[m], b[m], i[m]
-        o = None if o is None else o[m]
-    n = p.size
-    if n == 0:
+    keep = None if mask is None else mask[y0:y1, x0:x1]
+    area = (y1 - y0) * (x1 - x0) if keep is None else int(np.count_nonzero(keep))
+    if area == 0:
         return 0.0, 0.0, 0.0, 0.0
-    if o is not None:
-        n_obs = int(np.count_nonzero(o))
-        if n_obs == 0 or n_obs < evidence.min_fraction * n:
-            return n / total, 0.0, 0.0, 0.0
-        p, b, i = p[o], b[o], i[o]
+    n = area
+    if evidence.observable is not None:
+        seen = evidence.observable[y0:y1, x0:x1]
+        keep = seen if keep is None else keep & seen
+        n = int(np.count_nonzero(keep))
+        if n == 0 or n < evidence.min_fraction * area:
+            return area / total, 0.0, 0.0, 0.0
+    b = blurred[y0:y1, x0:x1]
+    if keep is not None:
+        b = b & keep
     nb = int(np.count_nonzero(b))
-    mean_i = float(i[b].mean(dtype=np.float64)) if nb else 0.0
-    return n / total, nb / p.size, float(p.mean(dtype=np.float64)), mean_i
+    p = np.asarray(prob[y0:y1, x0:x1], np.float32)
+    mean_p = cv2.mean(p, mask=None if keep is None else keep.view(np.uint8))[0]
+    mean_i = cv2.mean(np.asarray(intensity[y0:y1, x0:x1], np.float32), mask=b.view(np.uint8))[0] if nb else 0.0
+    return area / total, nb / n, mean_p, mean_i
 
 
 def _verdict(coverage: float, limit: float) -> RegionVerdict:
@@ -235,22 +240,26 @@ def blur_components(
     """
     _check_maps(prob, intensity, threshold)
     blurred = prob >= threshold if _blurred is None else _blurred
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(blurred.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    # Labels alone, then areas from the labelled pixels and boxes only where some component
+    # is kept: OpenCV's WithStats variant costs five times its labelling at 960x540.
+    count, labels = cv2.connectedComponents(blurred.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
     if count <= 1:
         return []
-    areas = stats[1:, cv2.CC_STAT_AREA]
+    areas = np.bincount(labels[blurred], minlength=count)
     min_pixels = max(1, int(np.ceil(min_area_fraction * prob.size)))
-    ids = np.flatnonzero(areas >= min_pixels) + 1
-    ids = ids[np.argsort(-stats[ids, cv2.CC_STAT_AREA], kind="stable")]
+    ids = np.flatnonzero(areas[1:] >= min_pixels) + 1
+    ids = ids[np.argsort(-areas[ids], kind="stable")]
     if max_components is not None:
         ids = ids[:max_components]
     if ids.size == 0:
         return []
+    boxes = ndimage.find_objects(labels, max_label=int(ids.max()))
     prob32 = np.asarray(prob, np.float32)
     intensity32 = np.asarray(intensity, np.float32)
     out = []
     for k, cid in enumerate(ids):
-        x, y, w, h, area = (int(v) for v in stats[cid])
+        rows, cols = boxes[cid - 1]
+        x, y, w, h, area = cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start, int(areas[cid])
         # Means over the component's own pixels, within its bbox only (cv2.mean is SIMD).
         own = (labels[y : y + h, x : x + w] == cid).view(np.uint8)
         mean_p = cv2.mean(prob32[y : y + h, x : x + w], mask=own)[0]

@@ -2,6 +2,7 @@
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -22,6 +23,26 @@ T = 0.5
 
 def _maps(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     return np.full((h, w), 0.1, np.float32), np.zeros((h, w), np.float32)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_components_are_opencvs_with_their_stats(seed):
+    """Components, boxes and areas are those of ``connectedComponentsWithStats`` (8-connected),
+    largest first, on speckled maps with many touching and nested blobs."""
+    rng = np.random.default_rng(seed)
+    prob = cv2.GaussianBlur(rng.uniform(0, 1, (120, 160)).astype(np.float32), (0, 0), 2.0)
+    prob = (prob - prob.min()) / (prob.max() - prob.min())
+    intensity = rng.uniform(0, 1, prob.shape).astype(np.float32)
+    comps = blur_components(prob, intensity, 0.6, min_area_fraction=0.0005, max_components=None)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats((prob >= 0.6).view(np.uint8), connectivity=8)
+    areas = stats[:, cv2.CC_STAT_AREA]
+    expected = sorted((-int(areas[i]), i) for i in range(1, count) if areas[i] >= 0.0005 * prob.size)
+    assert len(comps) == len(expected) > 3
+    for comp, (_, i) in zip(comps, expected, strict=True):
+        x, y, w, h, area = stats[i]
+        assert comp.bbox == (x, y, x + w, y + h)
+        assert comp.area_fraction == area / prob.size
+        assert comp.mean_intensity == pytest.approx(float(intensity[labels == i].mean()), rel=1e-5)
 
 
 def test_components_have_the_right_boxes_areas_and_means():
