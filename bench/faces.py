@@ -101,14 +101,14 @@ def mtcnn_library() -> Detector:
 
     nets = [PNet().eval(), RNet().eval(), ONet().eval()]
 
-    def library(rgb: np.ndarray, min_face: int) -> list:
+    def library(rgb: np.ndarray, min_face: int, factor: float) -> list:
         with torch.inference_mode():
             batch, _ = detect_face(
                 np.ascontiguousarray(rgb),
                 min_face,
                 *nets,
                 list(mtcnn_nets.STAGE_THRESHOLDS),
-                mtcnn_nets.PYRAMID_FACTOR,
+                factor,  # screening's pyramid, so the two drivers see the same levels
                 torch.device("cpu"),
             )
         found = np.asarray(batch[0], dtype=np.float64).reshape(-1, 5)

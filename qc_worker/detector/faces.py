@@ -222,7 +222,7 @@ def _mtcnn_candidates(image: np.ndarray, config: FaceConfig) -> tuple[list[tuple
     if min(rgb.shape[:2]) < min_face:
         return [], scale
     try:
-        found = mtcnn.detect(rgb, min_face)
+        found = mtcnn.detect(rgb, min_face, config.pyramid_factor)
     except mtcnn.MissingRuntimeError as exc:
         raise FaceDetectorError(str(exc)) from exc
     found = [(box, p) for box, p in found if p >= config.min_confidence]

@@ -33,8 +33,8 @@ INSTALL_COMMAND = "pip install --no-deps facenet-pytorch==2.6.0"
 #: The three stages' own score thresholds (facenet-pytorch's defaults); the final
 #: probability is then held against :attr:`FaceConfig.min_confidence`.
 STAGE_THRESHOLDS = (0.6, 0.7, 0.7)
-#: Pyramid step between scales (facenet-pytorch's default).
-PYRAMID_FACTOR = 0.709
+#: facenet-pytorch's pyramid step between scales; screening's is FaceConfig.pyramid_factor.
+FACENET_PYRAMID_FACTOR = 0.709
 
 
 class MissingRuntimeError(RuntimeError):
@@ -70,9 +70,9 @@ class _Nets:
         # functions are thread-safe; one lock keeps threaded callers (tests, calibrate) safe.
         self.lock = threading.Lock()
 
-    def detect(self, rgb: np.ndarray, min_face: int) -> list[Found]:
+    def detect(self, rgb: np.ndarray, min_face: int, factor: float) -> list[Found]:
         with self.lock, torch.inference_mode():
-            boxes = self._propose(rgb, min_face)
+            boxes = self._propose(rgb, min_face, factor)
             sums = _integral(rgb)  # for the crops of both later stages
             if len(boxes):
                 boxes = self._refine(sums, boxes)
@@ -81,8 +81,9 @@ class _Nets:
         found = boxes.numpy().astype(np.float64).reshape(-1, 5) if len(boxes) else np.zeros((0, 5))
         return [((x0, y0, x1, y1), float(p)) for x0, y0, x1, y1, p in found]
 
-    def _propose(self, rgb: np.ndarray, min_face: int) -> torch.Tensor:
-        """P-Net over the image pyramid: candidate squares (x0, y0, x1, y1, score)."""
+    def _propose(self, rgb: np.ndarray, min_face: int, factor: float) -> torch.Tensor:
+        """P-Net over the image pyramid (levels ``factor`` apart): candidate squares
+        (x0, y0, x1, y1, score)."""
         h, w = rgb.shape[:2]
         helpers = self.helpers
         scale, side, found = 12.0 / min_face, min(h, w) * 12.0 / min_face, []
@@ -91,7 +92,7 @@ class _Nets:
             reg, probs = self.pnet(_tensor(level[None]))
             boxes, image_inds = helpers.generateBoundingBox(reg, probs[:, 1], scale, STAGE_THRESHOLDS[0])
             found.append(boxes[helpers.batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.5)])
-            scale, side = scale * PYRAMID_FACTOR, side * PYRAMID_FACTOR
+            scale, side = scale * factor, side * factor
         boxes = torch.cat(found) if found else torch.zeros((0, 9))
         boxes = boxes[helpers.batched_nms(boxes[:, :4], boxes[:, 4], _one_image(boxes), 0.7)]
         width, height = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
@@ -182,7 +183,8 @@ def load() -> None:
     _nets()
 
 
-def detect(rgb: np.ndarray, min_face: int) -> list[Found]:
+def detect(rgb: np.ndarray, min_face: int, factor: float) -> list[Found]:
     """(box, probability) of each face in ``rgb`` (uint8 HxWx3) of at least ``min_face`` px,
-    boxes as floats in ``rgb``'s pixels (they may reach past its edges)."""
-    return _nets().detect(rgb, min_face)
+    boxes as floats in ``rgb``'s pixels (they may reach past its edges); ``factor`` is the
+    size ratio between pyramid levels."""
+    return _nets().detect(rgb, min_face, factor)

@@ -40,6 +40,23 @@ def test_the_default_detector_is_the_network():
     assert FaceConfig().detector == "mtcnn"
 
 
+def test_p_nets_pyramid_levels_are_the_configured_factor_apart(portrait, monkeypatch):
+    rgb, face = portrait
+    pnet = mtcnn._nets().pnet
+    sides: list[int] = []
+    forward = pnet.forward
+    monkeypatch.setattr(pnet, "forward", lambda x: sides.append(x.shape[-2]) or forward(x))
+    levels = {}
+    for factor in (0.6, mtcnn.FACENET_PYRAMID_FACTOR):
+        sides.clear()
+        faces = detect_faces(rgb, FaceConfig(pyramid_factor=factor))
+        assert any(box_iou(f, face) >= 0.5 for f in faces), factor
+        levels[factor] = list(sides)
+        ratios = np.array(sides[1:]) / np.array(sides[:-1])
+        np.testing.assert_allclose(ratios, factor, atol=0.06)
+    assert len(levels[0.6]) < len(levels[mtcnn.FACENET_PYRAMID_FACTOR])
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_each_hard_kind_of_face_is_found(portrait, kind):
     rgb, face = portrait
@@ -76,11 +93,11 @@ def test_the_cascade_finds_what_facenet_pytorchs_own_driver_finds(name):
             RNet().eval(),
             ONet().eval(),
             list(mtcnn.STAGE_THRESHOLDS),
-            mtcnn.PYRAMID_FACTOR,
+            mtcnn.FACENET_PYRAMID_FACTOR,
             torch.device("cpu"),
         )
     theirs = [f for f in np.asarray(batch[0], dtype=np.float64).reshape(-1, 5) if f[4] >= 0.9]
-    ours = [(box, p) for box, p in mtcnn.detect(rgb, min_face) if p >= 0.9]
+    ours = [(box, p) for box, p in mtcnn.detect(rgb, min_face, mtcnn.FACENET_PYRAMID_FACTOR) if p >= 0.9]
     assert len(ours) == len(theirs) >= 1
     for box, p in ours:
         best = max(theirs, key=lambda t: box_iou(box, tuple(t[:4])))
