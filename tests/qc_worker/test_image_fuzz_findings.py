@@ -91,14 +91,11 @@ def _peak_rss_mb() -> int:
 
 @pytest.mark.parametrize("side", [20000, 65535])
 def test_a_gif_whose_frame_would_allocate_gigabytes_is_refused_first(side):
-    import time
-
     data = gif_dispose_bomb(side)
-    before, t0 = _peak_rss_mb(), time.perf_counter()
+    before = _peak_rss_mb()
     for check in (image_size, decode_image):
         with pytest.raises(ImageError, match="over the limit of 100,000,000 .*decompression bomb"):
             check(data)
-    assert time.perf_counter() - t0 < 2
     assert _peak_rss_mb() - before < 200, "Pillow allocated the frame before refusing it"
 
 

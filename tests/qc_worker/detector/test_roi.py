@@ -1,7 +1,5 @@
 """Crop-safe ROIs (qc_worker.detector.roi)."""
 
-import time
-
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -126,19 +124,6 @@ def test_foreground_steers_the_crop():
     assert roi.bbox == (840, 0, 1920, 1080)
 
 
-def test_rois_are_fast_at_1080p():
-    rng = np.random.default_rng(0)
-    prob = np.zeros((H, W), np.float32)
-    for _ in range(40):
-        y, x = rng.integers(0, H), rng.integers(0, W)
-        prob[y : y + 200, x : x + 300] = 0.9
-    crop_safe_rois(prob, T)
-    n = len(RoiConfig().aspects)
-    best = min(_timed(lambda: crop_safe_rois(prob, T, faces=[(900, 300, 1000, 420)])) for _ in range(3))
-    # Target < 30 ms per aspect; measured a few ms in all on a busy 2-core machine.
-    assert best / n < 0.03, f"{best * 1e3 / n:.1f} ms per aspect"
-
-
 def test_aspect_parsing_and_config():
     assert parse_aspect("16:9") == pytest.approx(16 / 9)
     assert parse_aspect("2x3") == pytest.approx(2 / 3)
@@ -160,9 +145,3 @@ def test_tiny_images_still_get_a_crop():
             x0, y0, x1, y1 = roi.bbox
             assert 0 <= x0 < x1 <= shape[1] and 0 <= y0 < y1 <= shape[0]
             assert roi.safe
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
