@@ -217,7 +217,14 @@ class RegionConfig(BaseModel):
         "a less certain one sends the image to review instead.",
     )
     foreground_blur_limit: float = Field(
-        0.30, gt=0.0, le=1.0, description="The foreground is blurred from this coverage."
+        0.30, gt=0.0, le=1.0, description="The foreground is blurred from this coverage (review)."
+    )
+    foreground_reject_limit: float = Field(
+        0.40,
+        gt=0.0,
+        le=1.0,
+        description="In an image without a face the foreground is its subject: this coverage of it "
+        "rejects, as reject_area_fraction does for the whole image.",
     )
     grid_blur_limit: float = Field(0.50, gt=0.0, le=1.0, description="A grid cell is blurred from this coverage.")
     review_area_fraction: float = Field(
@@ -240,6 +247,8 @@ class RegionConfig(BaseModel):
             raise ValueError("face_review_limit must not exceed face_blur_limit")
         if self.review_area_fraction > self.reject_area_fraction:
             raise ValueError("review_area_fraction must not exceed reject_area_fraction")
+        if self.foreground_blur_limit > self.foreground_reject_limit:
+            raise ValueError("foreground_blur_limit must not exceed foreground_reject_limit")
         return self
 
 

@@ -33,7 +33,9 @@ The image verdict (faces weigh most):
 * **reject** when any face region is blurred (``coverage >= face_blur_limit``) and its
   detector is sure of it (``confidence >= face_reject_confidence``: a 0.3-confidence
   "face" on a textured wall must not reject an image; an unsure blurred face sends it to
-  review), or the blurred fraction of the whole image is ``>= reject_area_fraction``;
+  review), or the blurred fraction of the whole image is ``>= reject_area_fraction``, or,
+  in an image without a face region, the foreground's coverage is ``>= foreground_reject_limit``
+  (the foreground is then the subject a viewer looks at, as a face is where there is one);
 * otherwise **review** when the blurred fraction is ``>= review_area_fraction``, or some
   face has ``coverage >= face_review_limit``, or the foreground region is blurred, or some
   grid cell is blurred, or some component covers ``>= review_component_fraction`` of the
@@ -52,8 +54,9 @@ threshold with the pixel threshold; a checkpoint without one leaves the rule off
 So a blurred face of 2 % of the image rejects it, while a blurred background of the same
 size at most sends it to review. ``score`` is how close the image is to a reject rule:
 ``max(blurred_fraction / reject_area_fraction, max face coverage / face_blur_limit)``
-clipped to [0, 1], an unsure face's share held at 0.99; it is 1.0 exactly when a reject
-rule fired. ``reasons`` names every rule
+(without a face region, the foreground's coverage / ``foreground_reject_limit`` takes the
+faces' place) clipped to [0, 1], an unsure face's share held at 0.99; it is 1.0 exactly when
+a reject rule fired. ``reasons`` names every rule
 that fired.
 """
 
@@ -434,11 +437,23 @@ def image_verdict(
             )
         elif f.coverage >= config.face_review_limit:
             review.append(f"{f.label} blurred {f.coverage:.0%} >= {config.face_review_limit:.0%}")
+    subject_ratio, subject_rejected = face_ratio, False
+    if not faces:
+        for r in regions:
+            if r.kind == RegionKind.FOREGROUND:
+                subject_ratio = r.coverage / config.foreground_reject_limit
+                subject_rejected = r.coverage >= config.foreground_reject_limit
+                if subject_rejected:
+                    reject.append(
+                        f"no face; foreground blurred {r.coverage:.0%} >= {config.foreground_reject_limit:.0%}"
+                    )
     if blurred_fraction >= config.reject_area_fraction:
         reject.append(f"image blurred {blurred_fraction:.0%} >= {config.reject_area_fraction:.0%}")
     elif blurred_fraction >= config.review_area_fraction:
         review.append(f"image blurred {blurred_fraction:.0%} >= {config.review_area_fraction:.0%}")
     for r in regions:
+        if r.kind == RegionKind.FOREGROUND and subject_rejected:
+            continue  # said above, as a reject
         if r.kind in (RegionKind.FOREGROUND, RegionKind.GRID) and r.verdict == RegionVerdict.BLURRED:
             review.append(f"{r.label} blurred {r.coverage:.0%} >= {_limit(r.kind, config):.0%}")
         elif (
@@ -452,7 +467,7 @@ def image_verdict(
             )
     if frame_threshold is not None and median >= frame_threshold:
         review.append(f"whole frame: median probability {median:.2f} >= {frame_threshold:.2f}")
-    score = min(1.0, max(blurred_fraction / config.reject_area_fraction, face_ratio))
+    score = min(1.0, max(blurred_fraction / config.reject_area_fraction, subject_ratio))
     if reject:
         return ImageVerdict.REJECT, 1.0, tuple(reject + review)
     if review:

@@ -204,11 +204,29 @@ def test_image_verdict_on_hand_made_regions():
     assert image_verdict([], 0.0) == ("pass", 0.0, ())
 
 
+def test_a_blurred_foreground_rejects_an_image_without_a_face_and_only_reviews_one_with_a_sharp_face():
+    prob, intensity = _maps(400, 600)
+    prob[50:150, 100:200] = 0.7  # a 100 x 100 subject, blurred on...
+    prob[50:95, 100:200] = 0.1  # ...55 % of its pixels: 2.3 % of the image, too little for the other rules
+    fg = (100, 50, 200, 150)
+    faceless = analyse_regions(prob, intensity, T, foreground=fg)
+    assert faceless.verdict == "reject"
+    assert faceless.reasons == ("no face; foreground blurred 55% >= 40%",)
+    assert faceless.score == 1.0
+    sharp_face = analyse_regions(prob, intensity, T, faces=[(120, 55, 150, 90)], foreground=fg)
+    assert sharp_face.verdict == "review" and sharp_face.reasons == ("foreground blurred 55% >= 30%",)
+    milder = analyse_regions(prob, intensity, T, foreground=fg, config=RegionConfig(foreground_reject_limit=0.6))
+    assert milder.verdict == "review" and milder.reasons == ("foreground blurred 55% >= 30%",)
+    assert milder.score == pytest.approx(0.55 / 0.6)
+
+
 def test_config_is_checked():
     with pytest.raises(ValidationError):
         RegionConfig(review_area_fraction=0.5, reject_area_fraction=0.4)
     with pytest.raises(ValidationError):
         RegionConfig(face_review_limit=0.3, face_blur_limit=0.2)
+    with pytest.raises(ValidationError):
+        RegionConfig(foreground_blur_limit=0.5, foreground_reject_limit=0.4)
     with pytest.raises(ValidationError):
         RegionConfig(grid_rows=0)
     with pytest.raises(ValueError):
