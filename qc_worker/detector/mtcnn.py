@@ -24,6 +24,8 @@ import cv2
 import numpy as np
 import torch
 
+from qc_worker.detector.boxes import integral_sums
+
 #: A face box in float pixels and its probability.
 Found = tuple[tuple[float, float, float, float], float]
 
@@ -142,10 +144,9 @@ def _crops(sums: np.ndarray, boxes: torch.Tensor, side: int, helpers) -> torch.T
     averages input rows ``floor(i * h / n)`` to ``ceil((i + 1) * h / n)``, which for the
     crops smaller than ``side`` differs from OpenCV's upsampling (with OpenCV's crops,
     ``bench/faces.py`` counted 24 false faces instead of 13). Every cell of every crop is
-    read at once from the image's integral ``sums`` ((H+1) x (W+1) x 3, :func:`_integral`): resizing
-    crop by crop cost as much as R- and O-Net together. The corners are gathered with
-    ``np.take`` on flat indices: the same integers as ``sums[rows, cols]``, at a quarter of
-    the cost of that broadcast fancy indexing."""
+    read at once from the image's integral ``sums`` ((H+1) x (W+1) x 3, :func:`_integral`) by
+    :func:`~qc_worker.detector.boxes.integral_sums`: resizing crop by crop cost as much as
+    R- and O-Net together."""
     height, width = sums.shape[0] - 1, sums.shape[1] - 1
     y0, y1, x0, x1 = (v.astype(np.int64) for v in helpers.pad(boxes.clone(), width, height))
     top, left = y0 - 1, x0 - 1  # pad's starts are 1-based; its ends are exclusive
@@ -156,14 +157,7 @@ def _crops(sums: np.ndarray, boxes: torch.Tensor, side: int, helpers) -> torch.T
     r0, r1 = top[:, None] + cell * rows // side, top[:, None] - (-(cell + 1) * rows // side)
     c0, c1 = left[:, None] + cell * cols // side, left[:, None] - (-(cell + 1) * cols // side)
     r0, r1, c0, c1 = r0[:, :, None], r1[:, :, None], c0[:, None, :], c1[:, None, :]
-    flat, stride = sums.reshape(-1, sums.shape[2]), sums.shape[1]
-    below, above = r1 * stride, r0 * stride
-    total = (
-        np.take(flat, below + c1, axis=0)
-        - np.take(flat, above + c1, axis=0)
-        - np.take(flat, below + c0, axis=0)
-        + np.take(flat, above + c0, axis=0)
-    )
+    total = integral_sums(sums, r0, c0, r1, c1)
     mean = total / ((r1 - r0) * (c1 - c0))[..., None]
     mean[~valid] = 0.0
     return _tensor(mean.astype(np.float32))

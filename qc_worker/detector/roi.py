@@ -40,7 +40,7 @@ import cv2
 import numpy as np
 
 from qc_worker.config import RoiConfig, parse_aspect
-from qc_worker.detector.boxes import Box, box_area, clip_box, expand_box, union_box
+from qc_worker.detector.boxes import Box, box_area, clip_box, expand_box, integral_sums, union_box
 from qc_worker.detector.faces import Foreground
 
 __all__ = [
@@ -105,21 +105,6 @@ def blur_integral(blurred: np.ndarray) -> np.ndarray:
     depth = cv2.CV_32S if mask.size < 2**31 else cv2.CV_64F
     integral = cv2.integral(mask, sdepth=depth)
     return integral if depth == cv2.CV_32S else integral.astype(np.int64)
-
-
-def _box_sums(integral: np.ndarray, X: np.ndarray, Y: np.ndarray, W: np.ndarray, H: np.ndarray) -> np.ndarray:
-    """Sums of the boxes (x, y, w, h), broadcast. The corners are gathered by ``np.take``
-    on flat indices, the same values as ``integral[rows, cols]`` at a fraction of the cost
-    of broadcast fancy indexing (tens of thousands of candidate crops per aspect)."""
-    flat, stride = integral.ravel(), integral.shape[1]
-    top, bottom = Y * stride, (Y + H) * stride
-    right = X + W
-    return (
-        np.take(flat, bottom + right).astype(np.int64)
-        - np.take(flat, top + right)
-        - np.take(flat, bottom + X)
-        + np.take(flat, top + X)
-    )
 
 
 def _spread(start: np.ndarray, stop: np.ndarray, n: int) -> np.ndarray:
@@ -192,11 +177,12 @@ def best_crop(
     ys = _axis_positions(hs, height, ylo, yhi, config.positions)[:, :, None]
     w3, h3 = ws[:, None, None], hs[:, None, None]
     shape = (len(scales), ys.shape[1], xs.shape[2])
-    blurred = _box_sums(integral, xs, ys, w3, h3).ravel()
+    bottom, right = ys + h3, xs + w3
+    blurred = integral_sums(integral, ys, xs, bottom, right).ravel()
     area = np.broadcast_to(w3 * h3, shape).ravel()
-    seen = area if observed is None else _box_sums(observed, xs, ys, w3, h3).ravel()
+    seen = area if observed is None else integral_sums(observed, ys, xs, bottom, right).ravel()
     if keep is not None:
-        keeps = ((ys <= keep[1]) & (ys + h3 >= keep[3])) & ((xs <= keep[0]) & (xs + w3 >= keep[2]))
+        keeps = ((ys <= keep[1]) & (bottom >= keep[3])) & ((xs <= keep[0]) & (right >= keep[2]))
         keeps = np.broadcast_to(keeps, shape).ravel()
     else:
         keeps = np.ones(area.shape, bool)
