@@ -105,15 +105,21 @@ def test_the_cascade_finds_what_facenet_pytorchs_own_driver_finds(name):
         assert abs(p - best[4]) < 0.02
 
 
+def _random_squares(rng: np.random.Generator, n: int, min_side: float) -> torch.Tensor:
+    """``n`` candidate squares (x0, y0, x1, y1, score) around a 120 x 90 image, some reaching
+    past its edges and some wholly outside, as P-Net hands them to the crops."""
+    x0, y0 = rng.uniform(-20, 100, n), rng.uniform(-20, 70, n)
+    side = rng.uniform(min_side, 60, n)
+    return torch.tensor(np.stack([x0, y0, x0 + side, y0 + side, np.ones(n)], axis=1), dtype=torch.float32)
+
+
 def test_crops_from_the_int32_integral_are_those_of_the_float64_one():
     """O- and R-Net crops are read from an int32 integral where no sum can overflow it."""
     from facenet_pytorch.models.utils import detect_face
 
     rng = np.random.default_rng(3)
     rgb = rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)
-    x0, y0 = rng.uniform(-20, 100, 40), rng.uniform(-20, 70, 40)
-    side = rng.uniform(2, 60, 40)
-    boxes = torch.tensor(np.stack([x0, y0, x0 + side, y0 + side, np.ones(40)], axis=1), dtype=torch.float32)
+    boxes = _random_squares(rng, 40, min_side=2)
     narrow, wide = mtcnn._integral(rgb), cv2.integral(rgb, sdepth=cv2.CV_64F)
     assert narrow.dtype == np.int32
     for size in (24, 48):
@@ -132,9 +138,7 @@ def test_crops_are_facenet_pytorchs_area_resized_crops():
 
     rng = np.random.default_rng(4)
     rgb = rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)
-    x0, y0 = rng.uniform(-20, 100, 30), rng.uniform(-20, 70, 30)
-    side = rng.uniform(4, 60, 30)
-    boxes = torch.tensor(np.stack([x0, y0, x0 + side, y0 + side, np.ones(30)], axis=1), dtype=torch.float32)
+    boxes = _random_squares(rng, 30, min_side=4)
     image = torch.from_numpy(rgb).permute(2, 0, 1).float()
     y, ey, x, ex = detect_face.pad(boxes.clone(), 120, 90)
     for size in (24, 48):
