@@ -457,6 +457,13 @@ class Settings(BaseSettings):
         "CPU is about 10x slower than fp32).",
     )
     batch_size: int = Field(default=8, ge=1, description="Images per forward pass.")
+    analysis_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="Images of a batch analysed at once (faces, regions, crops) after its forward pass; "
+        "unset: as many as the forward pass's torch threads (OMP_NUM_THREADS, else every core). The "
+        "forward pass keeps those cores busy, the analysis of one image mostly one of them.",
+    )
     write_overlays: bool = Field(
         default=True,
         description="Workers store an overlay JPEG (heat map, regions, crops) beside each screening.",

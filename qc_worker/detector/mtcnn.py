@@ -68,12 +68,13 @@ class _Nets:
             net().eval().to(memory_format=torch.channels_last) for net in (PNet, RNet, ONet)
         )
         self.helpers = detect_face
-        # The nets hold no state between calls, but facenet-pytorch does not say its
-        # functions are thread-safe; one lock keeps threaded callers (tests, calibrate) safe.
-        self.lock = threading.Lock()
 
     def detect(self, rgb: np.ndarray, min_face: int, factor: float) -> list[Found]:
-        with self.lock, torch.inference_mode():
+        """Safe from several threads at once, with no lock: screening analyses the images of
+        a batch on several threads. The nets are in eval mode and only read their weights
+        under ``inference_mode``, and facenet-pytorch's box helpers write only into the
+        tensors of the call (``pad`` gets a clone); a test runs threads against one at a time."""
+        with torch.inference_mode():
             boxes = self._propose(rgb, min_face, factor)
             sums = _integral(rgb)  # for the crops of both later stages
             if len(boxes):

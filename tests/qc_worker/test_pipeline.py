@@ -69,8 +69,8 @@ REASONS = {
 }
 
 
-def _screen(url: str, checkpoint: Path, folder: Path, overlays: Path | None = None):
-    settings = Settings(_env_file=None, database_url=url, max_image_pixels=50_000_000, batch_size=4)
+def _screen(url: str, checkpoint: Path, folder: Path, overlays: Path | None = None, **settings_kw):
+    settings = Settings(_env_file=None, database_url=url, max_image_pixels=50_000_000, batch_size=4, **settings_kw)
     upgrade(url)
     engine = make_engine(url)
     screener = Screener(
@@ -136,6 +136,32 @@ def test_screening_twice_leaves_one_screening_per_image(db_url, tiny_checkpoint,
         assert c.scalar(select(func.count()).select_from(Screening)) == 2
         assert c.scalar(select(func.count()).select_from(CropRoi)) == 8
     engine.dispose()
+
+
+def test_a_batch_analysed_on_several_threads_gets_the_verdicts_of_one_thread(tiny_checkpoint, tmp_path):
+    """The images of a batch are analysed ``analysis_threads`` at a time: the same regions,
+    verdicts and crops as one at a time, and each image's ``analyse`` timing is its share
+    of the batch's analysis (as ``detect`` is of the forward pass)."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("coffee.jpg", "portrait_A000069.jpg", "astronaut.jpg", "chelsea.jpg"):
+        shutil.copy(SAMPLES / name, folder / name)
+    runs = {}
+    for threads in (1, 3):
+        outcomes, engine = _screen(
+            f"sqlite:///{tmp_path / f't{threads}.db'}", tiny_checkpoint, folder, analysis_threads=threads
+        )
+        engine.dispose()
+        runs[threads] = outcomes
+    for name, one in runs[1].items():
+        many = runs[3][name]
+        assert (many.verdict, many.score, many.reasons) == (one.verdict, one.score, one.reasons), name
+        assert [r.bbox for r in many.rois] == [r.bbox for r in one.rois], name
+        assert [(r.kind, r.bbox, r.coverage, r.verdict) for r in many.regions] == [
+            (r.kind, r.bbox, r.coverage, r.verdict) for r in one.regions
+        ], name
+    shares = {o.timings["analyse"] for o in runs[3].values()}
+    assert len(shares) == 1 and shares.pop() > 0
 
 
 def test_qc_batch_size_sets_the_images_per_forward_pass(tiny_checkpoint, monkeypatch):

@@ -17,6 +17,7 @@ map: 50-200 KB an image) would grow by tens of MB per thousand images.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import time
@@ -116,9 +117,9 @@ def _memory_table(rss: RssSampler) -> tuple[list[str], dict[int, float]]:
     growth: dict[int, float] = {}
     for pid, samples in sorted(rss.per_process().items()):
         mb = [kb / 1024 for _, _, kb in samples]
-        progress = [p for _, p, _ in samples]
+        progress = [p for _, p, _ in samples if math.isfinite(p)]  # NaN: a progress query failed
         at25 = rss.rss_at(pid, 0.25) / 1024
-        lived = progress[0] <= 0.25 and progress[-1] >= 0.99
+        lived = bool(progress) and progress[0] <= 0.25 and progress[-1] >= 0.99
         if lived:
             growth[pid] = mb[-1] - at25
         rows.append(

@@ -3,6 +3,8 @@ images, its confidence, the missing-package error, and training's use of the sam
 
 import pickle
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -103,6 +105,31 @@ def test_the_cascade_finds_what_facenet_pytorchs_own_driver_finds(name):
         best = max(theirs, key=lambda t: box_iou(box, tuple(t[:4])))
         assert box_iou(box, tuple(best[:4])) >= 0.8
         assert abs(p - best[4]) < 0.02
+
+
+def test_threads_detecting_at_once_find_what_one_at_a_time_finds(portrait):
+    """Screening analyses a batch's images on several threads and the cascade holds no lock:
+    faces found concurrently must be the very faces (boxes and probabilities, bit for bit)
+    found one image at a time."""
+    rgb, face = portrait
+    rng = np.random.default_rng(3)
+    images = [_rgb(n) for n in ("portrait_C001049.jpg", "portrait_E000290.jpg", "astronaut.jpg")]
+    images += [make_case(rgb, face, kind, _rgb("coffee.jpg"), rng)[0] for kind in ("rotated_30", "dark", "blurred")]
+    images = [cv2.resize(im, None, fx=640 / max(im.shape), fy=640 / max(im.shape)) for im in images]
+    alone = [mtcnn.detect(im, 22, 0.6) for im in images]
+    assert all(alone)
+    start = threading.Barrier(4)
+
+    def run(offset: int) -> list:
+        start.wait()
+        order = images[offset:] + images[:offset]  # each thread meets the images in another order
+        found = [mtcnn.detect(im, 22, 0.6) for im in order * 2]
+        return (found[len(images) - offset :] + found[: len(images) - offset])[: len(images)]
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(run, range(4)))
+    for together in results:
+        assert together == alone
 
 
 def _random_squares(rng: np.random.Generator, n: int, min_side: float) -> torch.Tensor:
