@@ -377,12 +377,13 @@ def frame_median(prob: np.ndarray, observable: np.ndarray | None = None, min_fra
     an image with nothing to see has no blur evidence.
     """
     p = np.asarray(prob, np.float32)
-    if observable is not None:
-        n_obs = int(np.count_nonzero(observable))
-        if n_obs == 0 or n_obs < min_fraction * observable.size:
-            return 0.0
-        p = p[observable]
-    return float(np.median(p)) if p.size else 0.0
+    if observable is None:
+        return float(np.median(p)) if p.size else 0.0
+    n_obs = int(np.count_nonzero(observable))
+    if n_obs == 0 or n_obs < min_fraction * observable.size:
+        return 0.0
+    # The masked pixels are a fresh copy: the median may reorder it instead of copying again.
+    return float(np.median(p[observable], overwrite_input=True))
 
 
 # --- verdict --------------------------------------------------------------------------
