@@ -100,7 +100,8 @@ def unsafe_reason(aspect: str, blur_fraction: float, keeps_faces: bool, max_blur
 
 
 def blur_integral(blurred: np.ndarray) -> np.ndarray:
-    """Integral image ((H+1) x (W+1), int32 or int64 beyond 2**31 pixels) of a bool mask."""
+    """Integral image ((H+1) x (W+1), int32 or int64 beyond 2**31 pixels) of a bool mask
+    (HxW), or of several at once (HxWxC: (H+1) x (W+1) x C)."""
     mask = np.ascontiguousarray(blurred, dtype=bool).view(np.uint8)  # 0/1, whatever came in
     depth = cv2.CV_32S if mask.size < 2**31 else cv2.CV_64F
     integral = cv2.integral(mask, sdepth=depth)
@@ -138,19 +139,21 @@ def best_crop(
     keep: Box | None = None,
     focus: Box | None = None,
     config: RoiConfig = RoiConfig(),
-    observed: np.ndarray | None = None,
     min_observable_fraction: float = 0.0,
 ) -> Roi:
     """The chosen crop of ``aspect`` (see the module doc) given the blur mask's integral
-    image, the box that must stay inside (``keep``, already margined), the foreground
-    box that steers the choice (``focus``) and the observable map's integral image
-    (``observed``; None: every pixel counts).
+    image (:func:`blur_integral`; with a second channel, the observable map's, else every
+    pixel counts), the box that must stay inside (``keep``, already margined) and the
+    foreground box that steers the choice (``focus``). Both maps' sums come from one
+    gather: the same corners of both.
 
     Tens of thousands of candidates per aspect make this a third of the analysis step
     unless each costs few operations: every size and place is one element of the same
     arrays, what depends on one axis is computed per axis, and the tie-breaking keys
     (foreground held, distance) only for the candidates still tied on the first ones."""
     height, width = integral.shape[0] - 1, integral.shape[1] - 1
+    if integral.ndim == 3 and integral.shape[2] != 2:
+        raise ValueError(f"integral must be (H+1)x(W+1) or (H+1)x(W+1)x2, got shape {integral.shape}")
     if height <= 0 or width <= 0:
         raise ValueError("empty image")
     ratio = parse_aspect(aspect)
@@ -178,9 +181,12 @@ def best_crop(
     w3, h3 = ws[:, None, None], hs[:, None, None]
     shape = (len(scales), ys.shape[1], xs.shape[2])
     bottom, right = ys + h3, xs + w3
-    blurred = integral_sums(integral, ys, xs, bottom, right).ravel()
+    sums = integral_sums(integral, ys, xs, bottom, right)
     area = np.broadcast_to(w3 * h3, shape).ravel()
-    seen = area if observed is None else integral_sums(observed, ys, xs, bottom, right).ravel()
+    if integral.ndim == 3:
+        blurred, seen = sums[..., 0].ravel(), sums[..., 1].ravel()
+    else:
+        blurred, seen = sums.ravel(), area
     if keep is not None:
         keeps = ((ys <= keep[1]) & (bottom >= keep[3])) & ((xs <= keep[0]) & (right >= keep[2]))
         keeps = np.broadcast_to(keeps, shape).ravel()
@@ -242,13 +248,13 @@ def crop_safe_rois(
         raise ValueError(f"prob must be HxW, got shape {prob.shape}")
     height, width = prob.shape
     blurred = prob >= threshold
-    observed = None
     if observable is not None:
         if observable.shape != prob.shape:
             raise ValueError(f"observable shape {observable.shape} differs from prob {prob.shape}")
         blurred &= observable
-        observed = blur_integral(observable)
-    integral = blur_integral(blurred)
+        integral = blur_integral(np.dstack((blurred, observable)))
+    else:
+        integral = blur_integral(blurred)
     face_boxes = [expand_box(clip_box(f, width, height), config.face_margin, width, height) for f in faces]
     keep = union_box(face_boxes)
     if isinstance(foreground, Foreground):
@@ -264,7 +270,6 @@ def crop_safe_rois(
             keep=keep,
             focus=focus,
             config=config,
-            observed=observed,
             min_observable_fraction=min_observable_fraction,
         )
         for aspect in config.aspects

@@ -115,6 +115,28 @@ def test_roi_blur_fraction_matches_a_direct_count():
         assert best_crop(integral, roi.aspect, config=config) == roi
 
 
+def test_with_an_observable_map_the_blur_share_is_a_direct_count_over_observable_pixels():
+    """Blur and observable sums come from one two-channel integral: each crop's share must
+    be the blurred observable pixels over the observable ones, counted directly."""
+    rng = np.random.default_rng(5)
+    prob = np.zeros((360, 640), np.float32)
+    observable = np.ones((360, 640), bool)
+    for _ in range(25):
+        y, x = rng.integers(0, 360), rng.integers(0, 640)
+        prob[y : y + rng.integers(5, 80), x : x + rng.integers(5, 120)] = rng.uniform(0.3, 1)
+        y, x = rng.integers(0, 360), rng.integers(0, 640)
+        observable[y : y + rng.integers(20, 150), x : x + rng.integers(20, 200)] = False
+    config = RoiConfig(max_blur_fraction=0.02)
+    rois = crop_safe_rois(prob, T, config=config, observable=observable, min_observable_fraction=0.05)
+    assert rois != crop_safe_rois(prob, T, config=config)  # the map changes the choice here
+    for roi in rois:
+        x0, y0, x1, y1 = roi.bbox
+        seen = observable[y0:y1, x0:x1]
+        direct = np.count_nonzero((prob[y0:y1, x0:x1] >= T) & seen) / np.count_nonzero(seen)
+        assert roi.blur_fraction == pytest.approx(direct, abs=1e-12)
+        assert roi.safe == (direct <= config.max_blur_fraction)
+
+
 def test_foreground_steers_the_crop():
     prob = np.zeros((H, W), np.float32)
     mask = np.zeros((H, W), bool)
