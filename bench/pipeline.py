@@ -197,7 +197,7 @@ def main() -> None:
             f"  in the worker: analysis (faces, regions, ROIs; {args.analysis_threads} images at a time), per image",
             stages["analyse"],
         ),
-        ("analysis one image at a time (this process, one thread)", serial_analysis),
+        ("analysis one image at a time (this process), per image", serial_analysis),
         ("  in the worker: overlay (render, JPEG, upload to S3)", stages["overlay"]),
         ("  in the worker: read from S3 + decode", stages["decode"]),
         ("queue + store + database = wall - (detector + analysis + overlay)", overhead),
@@ -221,8 +221,8 @@ def main() -> None:
         f"Analysis goal (issue 13): at most 20 % of the detector's time per image. The worker analyses a batch's "
         f"images {args.analysis_threads} at a time (`QC_ANALYSIS_THREADS`) and charges each image its share of "
         f"that wall time: {stages['analyse'] / alone:.2f}x of the detector alone "
-        f"({'met' if stages['analyse'] / alone <= 0.20 else 'MISSED'}). The same analysis one image at a time on "
-        f"one thread in this process costs {serial_analysis / alone:.2f}x: the threads put idle cores to use, "
+        f"({'met' if stages['analyse'] / alone <= 0.20 else 'MISSED'}). The same analysis one image at a time "
+        f"in this process costs {serial_analysis / alone:.2f}x: the threads put idle cores to use, "
         f"the work itself is the same."
     )
     print(body)
