@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import cv2
 import numpy as np
 
 __all__ = [
@@ -67,6 +68,16 @@ def union_box(boxes: Iterable[Box]) -> Box | None:
         max(b[2] for b in boxes),
         max(b[3] for b in boxes),
     )
+
+
+def integral_image(values: np.ndarray, max_value: int = 255) -> np.ndarray:
+    """The integral image ((H+1) x (W+1), or (H+1) x (W+1) x C for HxWxC) of uint8
+    ``values`` no larger than ``max_value``: int32 where no sum can overflow it, since
+    gathering int32 cells is about a third cheaper than wider ones, else int64. The sums
+    are the same integers either way."""
+    exact = values.shape[0] * values.shape[1] * max_value < 2**31
+    integral = cv2.integral(values, sdepth=cv2.CV_32S if exact else cv2.CV_64F)
+    return integral if exact else integral.astype(np.int64)
 
 
 def integral_sums(

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import torch
 
-from qc_worker.detector.boxes import integral_sums
+from qc_worker.detector.boxes import integral_image, integral_sums
 
 #: A face box in float pixels and its probability.
 Found = tuple[tuple[float, float, float, float], float]
@@ -76,7 +76,7 @@ class _Nets:
         tensors of the call (``pad`` gets a clone); a test runs threads against one at a time."""
         with torch.inference_mode():
             boxes = self._propose(rgb, min_face, factor)
-            sums = _integral(rgb)  # for the crops of both later stages
+            sums = integral_image(rgb)  # for the crops of both later stages
             if len(boxes):
                 boxes = self._refine(sums, boxes)
             if len(boxes):
@@ -130,13 +130,6 @@ def _one_image(boxes: torch.Tensor) -> torch.Tensor:
     return torch.zeros(len(boxes), dtype=torch.int64)
 
 
-def _integral(rgb: np.ndarray) -> np.ndarray:
-    """The per-channel integral image, int32 where no sum can overflow it: gathering int32
-    cells is about a third cheaper than float64, and the sums are the same integers."""
-    exact = rgb.shape[0] * rgb.shape[1] * 255 < 2**31
-    return cv2.integral(rgb, sdepth=cv2.CV_32S if exact else cv2.CV_64F)
-
-
 def _crops(sums: np.ndarray, boxes: torch.Tensor, side: int, helpers) -> torch.Tensor:
     """Each box's pixels (clipped to the image, as facenet-pytorch's ``pad`` does) resized
     to ``side`` x ``side``, as one batch for R- or O-Net.
@@ -145,7 +138,8 @@ def _crops(sums: np.ndarray, boxes: torch.Tensor, side: int, helpers) -> torch.T
     averages input rows ``floor(i * h / n)`` to ``ceil((i + 1) * h / n)``, which for the
     crops smaller than ``side`` differs from OpenCV's upsampling (with OpenCV's crops,
     ``bench/faces.py`` counted 24 false faces instead of 13). Every cell of every crop is
-    read at once from the image's integral ``sums`` ((H+1) x (W+1) x 3, :func:`_integral`) by
+    read at once from the image's integral ``sums`` ((H+1) x (W+1) x 3,
+    :func:`~qc_worker.detector.boxes.integral_image`) by
     :func:`~qc_worker.detector.boxes.integral_sums`: resizing crop by crop cost as much as
     R- and O-Net together."""
     height, width = sums.shape[0] - 1, sums.shape[1] - 1

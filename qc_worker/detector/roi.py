@@ -36,11 +36,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from qc_worker.config import RoiConfig, parse_aspect
-from qc_worker.detector.boxes import Box, box_area, clip_box, expand_box, integral_sums, union_box
+from qc_worker.detector.boxes import Box, box_area, clip_box, expand_box, integral_image, integral_sums, union_box
 from qc_worker.detector.faces import Foreground
 
 __all__ = [
@@ -100,12 +99,8 @@ def unsafe_reason(aspect: str, blur_fraction: float, keeps_faces: bool, max_blur
 
 
 def blur_integral(blurred: np.ndarray) -> np.ndarray:
-    """Integral image ((H+1) x (W+1), int32 or int64 beyond 2**31 pixels) of a bool mask
-    (HxW), or of several at once (HxWxC: (H+1) x (W+1) x C)."""
-    mask = np.ascontiguousarray(blurred, dtype=bool).view(np.uint8)  # 0/1, whatever came in
-    depth = cv2.CV_32S if mask.size < 2**31 else cv2.CV_64F
-    integral = cv2.integral(mask, sdepth=depth)
-    return integral if depth == cv2.CV_32S else integral.astype(np.int64)
+    """Integral image of a bool mask (HxW), or of several at once (HxWxC)."""
+    return integral_image(np.ascontiguousarray(blurred, dtype=bool).view(np.uint8), max_value=1)
 
 
 def _spread(start: np.ndarray, stop: np.ndarray, n: int) -> np.ndarray:

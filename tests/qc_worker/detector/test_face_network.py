@@ -15,7 +15,7 @@ import torch
 from model_training.synth.masks.faces import TRAINING_FACES, FaceDetector
 from qc_worker.config import FaceConfig, RegionConfig
 from qc_worker.detector import mtcnn
-from qc_worker.detector.boxes import box_iou
+from qc_worker.detector.boxes import box_iou, integral_image
 from qc_worker.detector.faces import Face, FaceDetectorError, detect_faces, load_face_detector
 from qc_worker.detector.regions import analyse_regions
 from qc_worker.vocabulary import Verdict
@@ -147,7 +147,7 @@ def test_crops_from_the_int32_integral_are_those_of_the_float64_one():
     rng = np.random.default_rng(3)
     rgb = rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)
     boxes = _random_squares(rng, 40, min_side=2)
-    narrow, wide = mtcnn._integral(rgb), cv2.integral(rgb, sdepth=cv2.CV_64F)
+    narrow, wide = integral_image(rgb), cv2.integral(rgb, sdepth=cv2.CV_64F)
     assert narrow.dtype == np.int32
     for size in (24, 48):
         torch.testing.assert_close(
@@ -169,7 +169,7 @@ def test_crops_are_facenet_pytorchs_area_resized_crops():
     image = torch.from_numpy(rgb).permute(2, 0, 1).float()
     y, ey, x, ex = detect_face.pad(boxes.clone(), 120, 90)
     for size in (24, 48):
-        ours = mtcnn._crops(mtcnn._integral(rgb), boxes, size, detect_face)
+        ours = mtcnn._crops(integral_image(rgb), boxes, size, detect_face)
         inside = [k for k in range(len(boxes)) if ey[k] > y[k] - 1 and ex[k] > x[k] - 1]  # detect_face's test
         assert len(inside) > 20
         for k in inside:
