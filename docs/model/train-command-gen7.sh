@@ -6,8 +6,9 @@
 # validation IoU on 256 px crops that did not carry over to whole images; a crop 2.25 times
 # larger shows the network more of a whole-frame blur's extent and of the sharp context around a
 # local one. A new training stream (--data-seed 7); --seed 0 keeps the split and so the 44
-# held-out photos. bf16 (--amp auto on a CPU with bf16 instructions). --stop-after sizes the
-# run to the session without changing the schedule.
+# held-out photos. bf16 (--amp auto on a CPU with bf16 instructions). The schedule is 5000
+# steps; the run was stopped by hand after step 4500's snapshot for the session's time
+# (--stop-after 4500, the default here, does the same without changing the schedule).
 # Once the shipped file has moved on, start from gen4 with
 # `git show ef160bd:qc_worker/weights/detector.safetensors > gen4.safetensors`.
 # Run from anywhere; PHOTOS defaults to the sources it was trained on.
@@ -19,4 +20,4 @@ exec .venv/bin/qc-train fit --sources "$PHOTOS" --out runs/gen7 --encoder mobile
     --decoder-channels 64,32,24,16,8 --init-from "$INIT" \
     --config docs/model/train_config-override-gen3.json --lr 2e-4 --stage-steps 100,400,4500 \
     --stage-crop 384,384,384 --batch-size 4 --val-every 500 --val-samples 96 --snapshot-every 500 \
-    --workers 1 --seed 0 --data-seed 7 --ema-decay 0.998 --amp auto --stop-after "${STOP_AFTER:-5000}"
+    --workers 1 --seed 0 --data-seed 7 --ema-decay 0.998 --amp auto --stop-after "${STOP_AFTER:-4500}"
