@@ -43,7 +43,7 @@ from sqlalchemy.pool import NullPool  # noqa: E402
 from qc_worker.config import Settings  # noqa: E402
 from qc_worker.db.migrate import upgrade  # noqa: E402
 from qc_worker.db.models import Screening  # noqa: E402
-from qc_worker.detector.inference import Detector  # noqa: E402
+from qc_worker.detector.inference import Detector, Prediction  # noqa: E402
 from qc_worker.images import decode_image  # noqa: E402
 from qc_worker.pipeline import analyse_image  # noqa: E402
 from tests.conftest import PG_ADMIN_URL, S3Endpoint  # noqa: E402
@@ -71,24 +71,35 @@ def make_images(n: int, size: tuple[int, int], seed: int = 0) -> list[bytes]:
     return out
 
 
-def detector_alone(images: list[bytes]) -> tuple[float, float]:
+def detector_alone(detector: Detector, decoded: list[np.ndarray]) -> tuple[float, list[Prediction]]:
     """Seconds per image of Detector.predict in batches of 8 (after one warm-up batch), and
-    of the analysis of the same images one at a time in this process (one thread: what
-    the analysis costs before the worker spreads a batch's images over the cores)."""
-    detector = Detector.load(None, device="cpu")
-    decoded = [decode_image(b) for b in images]
+    its maps for :func:`analysis_alone`."""
     detector.predict(decoded[:BATCH])
     t0 = time.perf_counter()
     preds = [p for i in range(0, len(decoded), BATCH) for p in detector.predict(decoded[i : i + BATCH])]
-    forward = (time.perf_counter() - t0) / len(decoded)
-    settings, threshold = Settings(_env_file=None), float(detector.thresholds.get("pixel", 0.5))
-    frame = detector.thresholds.get("frame")
-    analyse = lambda rgb, p: analyse_image(rgb, p.probability, p.intensity, threshold, settings, frame_threshold=frame)
+    return (time.perf_counter() - t0) / len(decoded), preds
+
+
+def analysis_alone(detector: Detector, decoded: list[np.ndarray], preds: list[Prediction]) -> float:
+    """Seconds per image of the analysis one image at a time in this process: what it costs
+    before the worker spreads a batch's images over the cores."""
+    settings = Settings(_env_file=None)
+
+    def analyse(rgb: np.ndarray, pred: Prediction) -> None:
+        analyse_image(
+            rgb,
+            pred.probability,
+            pred.intensity,
+            detector.pixel_threshold,
+            settings,
+            frame_threshold=detector.frame_threshold,
+        )
+
     analyse(decoded[0], preds[0])
     t0 = time.perf_counter()
-    for rgb, p in zip(decoded, preds, strict=True):
-        analyse(rgb, p)
-    return forward, (time.perf_counter() - t0) / len(decoded)
+    for rgb, pred in zip(decoded, preds, strict=True):
+        analyse(rgb, pred)
+    return (time.perf_counter() - t0) / len(decoded)
 
 
 def queue_run(env: QueueEnv, s3, images: list[bytes], warmup: list[bytes]) -> tuple[float, dict[str, float]]:
@@ -181,7 +192,10 @@ def main() -> None:
         with admin.connect() as c:
             c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         admin.dispose()
-    alone, serial_analysis = detector_alone(images)
+    detector = Detector.load(None, device="cpu")
+    decoded = [decode_image(b) for b in images]
+    alone, preds = detector_alone(detector, decoded)
+    serial_analysis = analysis_alone(detector, decoded, preds)
 
     work = stages["detect"] + stages["analyse"] + stages["overlay"]
     overhead = per_image - work

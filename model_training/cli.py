@@ -451,12 +451,11 @@ def calibrate(
     with _progress() as bar:
         task = bar.add_task("screening", total=len(items))
         scored = score_items(detector, items, settings, progress=lambda n: bar.advance(task, n))
-    frame = detector.thresholds.get("frame")
     result = run_calibrate(
         scored,
         settings,
-        frozen=float(detector.thresholds.get("pixel", 0.5)) if frozen else None,
-        frozen_frame=None if frame is None else float(frame),
+        frozen=detector.pixel_threshold if frozen else None,
+        frozen_frame=detector.frame_threshold,
         pixel_range=window,
     )
     result["checkpoint"] = str(checkpoint)

@@ -164,9 +164,8 @@ class Screener:
         self.source_kind = source_kind
         self.analysis_threads = settings.analysis_threads or _forward_threads()
         meta = detector.meta
-        self.threshold = float(meta.thresholds.get("pixel", 0.5))
-        frame = meta.thresholds.get("frame")
-        self.frame_threshold = None if frame is None else float(frame)
+        self.threshold = detector.pixel_threshold
+        self.frame_threshold = detector.frame_threshold
         with self.sessions.begin() as s:
             mv = get_or_create_model_version(
                 s,

@@ -19,6 +19,7 @@ __all__ = [
     "box_iou",
     "clip_box",
     "expand_box",
+    "integral_image",
     "integral_sums",
     "union_box",
 ]

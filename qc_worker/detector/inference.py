@@ -153,6 +153,17 @@ class Detector:
     def thresholds(self) -> dict:
         return self.meta.thresholds
 
+    @property
+    def pixel_threshold(self) -> float:
+        """The model version's pixel threshold (0.5 for a checkpoint that was never calibrated)."""
+        return float(self.thresholds.get("pixel", 0.5))
+
+    @property
+    def frame_threshold(self) -> float | None:
+        """The model version's whole-frame threshold; None: the rule is off for this model."""
+        frame = self.thresholds.get("frame")
+        return None if frame is None else float(frame)
+
     def _autocast(self):
         if self.dtype is None:
             return nullcontext()

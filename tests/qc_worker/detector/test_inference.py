@@ -113,3 +113,15 @@ def test_auto_precision_takes_bf16_on_the_cpu_only_where_the_cpu_has_it(monkeypa
     assert pick_dtype(cpu, "auto") == expected
     # An explicit choice is obeyed whatever the hardware.
     assert pick_dtype(cpu, "bf16") == torch.bfloat16 and pick_dtype(cpu, "fp32") is None
+
+
+def test_the_model_versions_thresholds_are_read_with_their_defaults(tmp_path):
+    """Screening, calibrate --frozen and bench/pipeline.py read the pixel and frame thresholds
+    through the detector: a calibrated checkpoint's own, else pixel 0.5 and no frame rule."""
+    model = BlurDetector(TINY).eval()
+    save_checkpoint(tmp_path / "cal.safetensors", model, thresholds={"pixel": 0.3, "frame": 0.05})
+    save_checkpoint(tmp_path / "raw.safetensors", model, thresholds={})
+    calibrated = Detector.load(tmp_path / "cal.safetensors", device="cpu")
+    raw = Detector.load(tmp_path / "raw.safetensors", device="cpu")
+    assert (calibrated.pixel_threshold, calibrated.frame_threshold) == (0.3, 0.05)
+    assert (raw.pixel_threshold, raw.frame_threshold) == (0.5, None)
