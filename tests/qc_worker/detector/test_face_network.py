@@ -122,9 +122,9 @@ def test_threads_detecting_at_once_find_what_one_at_a_time_finds(portrait):
 
     def run(offset: int) -> list:
         start.wait()
-        order = images[offset:] + images[:offset]  # each thread meets the images in another order
-        found = [mtcnn.detect(im, 22, 0.6) for im in order * 2]
-        return (found[len(images) - offset :] + found[: len(images) - offset])[: len(images)]
+        n = len(images)  # each thread meets the images twice, starting at another one
+        found = {i: mtcnn.detect(images[i], 22, 0.6) for i in ((offset + k) % n for k in range(2 * n))}
+        return [found[i] for i in range(n)]
 
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(run, range(4)))
