@@ -204,6 +204,18 @@ def aucs(scored: Sequence[Scored], groups: tuple[str, str]) -> dict[str, float]:
     }
 
 
+def pixel_candidates(pixel_range: tuple[float, float] | None, grid: Sequence[float] = GRID) -> list[float]:
+    """The pixel thresholds calibration may choose among; a window with none of them is an
+    error, since the sweep would have nothing to pick."""
+    if pixel_range is None:
+        return list(grid)
+    low, high = pixel_range
+    inside = [t for t in grid if low <= t <= high]
+    if not inside:
+        raise ValueError(f"no candidate pixel threshold lies in {low}..{high}")
+    return inside
+
+
 def calibrate(
     scored: Sequence[Scored],
     settings: Settings,
@@ -222,11 +234,7 @@ def calibrate(
     work and crops and regions lose the blur they should show. Give a window around the
     threshold ``qc-train evaluate`` found best for blur IoU on synthetic validation.
     """
-    if pixel_range is not None:
-        low, high = pixel_range
-        grid = [t for t in grid if low <= t <= high]
-        if not grid:
-            raise ValueError(f"no candidate pixel threshold lies in {low}..{high}")
+    grid = pixel_candidates(pixel_range, grid)
     sweep = []
     for t in [frozen] if frozen is not None else grid:
         pixel_only = verdicts(scored, t, settings)

@@ -421,14 +421,24 @@ def calibrate(
         str | None,
         typer.Option(
             "--pixel-range",
-            help="LOW,HIGH: choose the pixel threshold only in this window, e.g. 0.1 either side of the "
-            "blur-IoU threshold of qc-train evaluate, so that the blur map still localises.",
+            help="LOW,HIGH: choose the pixel threshold only in this window (0,1: anywhere). Default: "
+            "--pixel-window either side of the blur-IoU threshold the checkpoint carries (qc-train "
+            "export --results), so that the blur map still localises.",
         ),
     ] = None,
+    pixel_window: Annotated[
+        float,
+        typer.Option(
+            "--pixel-window",
+            min=0.0,
+            max=1.0,
+            help="Half-width of the default window around the checkpoint's blur-IoU threshold.",
+        ),
+    ] = 0.1,
 ) -> None:
     """Screen real blur and unblurred photos as `qc screen` does; choose the pixel and frame thresholds."""
     from model_training.calibrate import calibrate as run_calibrate
-    from model_training.calibrate import markdown, photo_items, realdev_items, score_items
+    from model_training.calibrate import markdown, photo_items, pixel_candidates, realdev_items, score_items
     from qc_worker.config import Settings
     from qc_worker.detector.checkpoint import CheckpointError
     from qc_worker.detector.inference import Detector
@@ -446,6 +456,29 @@ def calibrate(
         detector = Detector.load(checkpoint, device="cpu", precision="auto")
         items = realdev_items(realdev) + photo_items(splits)
     except (OSError, ValueError, KeyError, CheckpointError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    iou_threshold = detector.thresholds.get("pixel_iou")
+    if window is None and not frozen:
+        if iou_threshold is None:
+            console.print(
+                "[yellow]warning:[/yellow] the checkpoint carries no blur-IoU threshold (export it with "
+                "--results of qc-train evaluate, or give --pixel-range): the pixel threshold is chosen "
+                "anywhere, where the blur map may no longer localise"
+            )
+        else:
+            # Rounded: 0.55 - 0.1 is 0.45000000000000007 in floats, which would leave 0.45 out.
+            window = (
+                round(max(0.0, iou_threshold - pixel_window), 6),
+                round(min(1.0, iou_threshold + pixel_window), 6),
+            )
+            console.print(
+                f"pixel threshold chosen in {window[0]:.3f}..{window[1]:.3f} "
+                f"(blur-IoU threshold {iou_threshold:g} +- {pixel_window:g})"
+            )
+    try:
+        pixel_candidates(window)  # before the screening, which takes minutes
+    except ValueError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     with _progress() as bar:

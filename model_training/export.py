@@ -79,7 +79,7 @@ def export(
     model's own pixel and image thresholds); otherwise 0.5, stated as unevaluated. A
     ``calibration.json`` (``qc-train calibrate``) then replaces the pixel threshold (and
     the whole-frame threshold) with those chosen on real screening verdicts, and its
-    per-set results join the metrics.
+    per-set results join the metrics; the blur-IoU pixel threshold stays as ``pixel_iou``.
 
     Re-exporting a shipped file keeps its training summary, metrics and thresholds unless
     ``results`` or ``calibration`` replace them: that is how a model whose training run is
@@ -103,6 +103,8 @@ def export(
         r = json.loads(Path(results).read_text())
         thresholds = {
             **r["thresholds"][OURS],
+            # Kept through calibration: qc-train calibrate centres its pixel window on it.
+            "pixel_iou": r["thresholds"][OURS]["pixel"],
             "source": f"grid search on validation ({r['n_val']} images)",
         }
         metrics = {

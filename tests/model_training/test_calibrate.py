@@ -6,6 +6,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from model_training.calibrate import (
@@ -18,9 +19,11 @@ from model_training.calibrate import (
 )
 from model_training.cli import app
 from qc_worker.config import Settings
+from qc_worker.detector.checkpoint import save_checkpoint
+from qc_worker.detector.model import BlurDetector
 from qc_worker.detector.observable import observable_map
 from tests.model_training.photos import make_photo
-from tests.workers import tiny_checkpoint
+from tests.workers import TINY, tiny_checkpoint
 
 runner = CliRunner()
 
@@ -196,3 +199,49 @@ def test_calibrate_command_keeps_the_pixel_threshold_in_the_given_range(tmp_path
     bad = runner.invoke(app, [*args, "--out", str(tmp_path / "bad"), "--pixel-range", "high"])
     assert bad.exit_code == 2 and "--pixel-range 'high': give LOW,HIGH" in bad.output
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.integration
+def test_calibrate_command_centres_its_window_on_the_checkpoints_blur_iou_threshold(tmp_path):
+    root = _realdev(tmp_path / "realdev")
+    p = tmp_path / "p.png"
+    cv2.imwrite(str(p), make_photo(3, (80, 100))[..., ::-1])
+    splits = tmp_path / "splits.json"
+    splits.write_text(json.dumps({"train": [], "val": [str(p)], "test": []}))
+    torch.manual_seed(0)
+    ckpt = tmp_path / "tiny.safetensors"
+    save_checkpoint(ckpt, BlurDetector(TINY).eval(), thresholds={"pixel": 0.3, "pixel_iou": 0.55})
+    args = ["calibrate", "--checkpoint", str(ckpt), "--realdev", str(root), "--splits", str(splits)]
+
+    r = runner.invoke(app, [*args, "--out", str(tmp_path / "cal")])
+    assert r.exit_code == 0, r.output
+    result = json.loads((tmp_path / "cal" / "calibration.json").read_text())
+    assert {s["threshold"] for s in result["sweep"]} == {0.45, 0.475, 0.5, 0.525, 0.55, 0.575, 0.6, 0.625, 0.65}
+    assert "pixel threshold in 0.45..0.65" in result["chosen_by"]
+
+    narrow = runner.invoke(app, [*args, "--out", str(tmp_path / "narrow"), "--pixel-window", "0.03"])
+    assert narrow.exit_code == 0, narrow.output
+    swept = json.loads((tmp_path / "narrow" / "calibration.json").read_text())["sweep"]
+    assert {s["threshold"] for s in swept} == {0.525, 0.55, 0.575}
+
+    anywhere = runner.invoke(app, [*args, "--out", str(tmp_path / "any"), "--pixel-range", "0,1"])
+    assert anywhere.exit_code == 0, anywhere.output
+    swept = json.loads((tmp_path / "any" / "calibration.json").read_text())["sweep"]
+    assert min(s["threshold"] for s in swept) == 0.2 and max(s["threshold"] for s in swept) > 0.9
+
+    empty = runner.invoke(app, [*args, "--out", str(tmp_path / "empty"), "--pixel-range", "0.01,0.02"])
+    assert empty.exit_code == 2 and "no candidate pixel threshold lies in 0.01..0.02" in empty.output
+    assert not (tmp_path / "empty").exists()
+
+
+@pytest.mark.integration
+def test_calibrate_command_warns_when_the_checkpoint_has_no_blur_iou_threshold(tmp_path):
+    root = _realdev(tmp_path / "realdev")
+    splits = tmp_path / "splits.json"
+    splits.write_text(json.dumps({"train": [], "val": [], "test": []}))
+    ckpt = tiny_checkpoint(tmp_path / "tiny.safetensors")
+    args = ["calibrate", "--checkpoint", str(ckpt), "--realdev", str(root), "--splits", str(splits)]
+    r = runner.invoke(app, [*args, "--out", str(tmp_path / "cal")])
+    assert r.exit_code == 0, r.output
+    assert "carries no blur-IoU threshold" in " ".join(r.output.split())
+    assert json.loads((tmp_path / "cal" / "calibration.json").read_text())["chosen_by"].endswith("photos_val")

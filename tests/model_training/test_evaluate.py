@@ -127,8 +127,20 @@ def test_evaluate_and_export_end_to_end(photo_dir, tmp_path):
     assert res.exit_code == 0, res.output
     model, meta = load_checkpoint(shipped)
     assert meta.dtype == "float16" and meta.training["checkpoint_step"] == 7
-    assert meta.thresholds["pixel"] == results["thresholds"]["ours"]["pixel"]
+    assert meta.thresholds["pixel"] == meta.thresholds["pixel_iou"] == results["thresholds"]["ours"]["pixel"]
     assert meta.metrics["pixel"]["blur_iou"] == results["pixel"]["ours"]["blur_iou"]
+
+    calibration = tmp_path / "calibration.json"
+    calibration.write_text(
+        json.dumps({"threshold": 0.925, "frame_threshold": None, "chosen_by": "test", "groups": {}, "auc": {}})
+    )
+    calibrated = tmp_path / "calibrated.safetensors"
+    res = runner.invoke(
+        app, ["export", "--checkpoint", str(shipped), "--out", str(calibrated), "--calibration", str(calibration)]
+    )
+    assert res.exit_code == 0, res.output
+    thresholds = load_checkpoint(calibrated)[1].thresholds
+    assert thresholds["pixel"] == 0.925 and thresholds["pixel_iou"] == results["thresholds"]["ours"]["pixel"]
 
 
 def test_a_shipped_file_is_re_exported_with_a_new_calibration_and_the_same_tensors(tmp_path):
