@@ -17,7 +17,7 @@ from qc_worker.config import Settings
 from qc_worker.db.engine import make_engine, make_sessionmaker
 from qc_worker.db.migrate import upgrade
 from qc_worker.detector.faces import detect_faces, salient_foreground
-from qc_worker.detector.inference import SHIPPED_CHECKPOINT, Detector, pick_device, pick_dtype
+from qc_worker.detector.inference import SHIPPED_CHECKPOINT, Detector
 from qc_worker.images import decode_image
 from qc_worker.pipeline import Screener
 
@@ -95,12 +95,9 @@ def test_the_16_9_crop_of_an_image_blurred_on_one_side_lies_on_the_other(screene
 ALL_SAMPLES = sorted(p.name for p in SAMPLES.glob("*.jpg"))
 #: Where the shipped model still misses (MODEL_CARD.md, "Known limitations"). Strict: a
 #: model that fixes one makes its test fail until it is taken off the list.
-#: gen4 passes every sharp sample where screening runs in bf16 (a GPU, or a CPU with bf16
-#: instructions). In fp32 one grid cell of the astronaut's soft backdrop lands exactly on the
-#: review limit (50 % blurred) and the photo goes to review (model card: known limitations).
-#: gen2 sent astronaut and chelsea to review in either.
-SCREENS_IN_FP32 = pick_dtype(pick_device("auto"), "auto") is None
-SHARP_REVIEWED: set[str] = {"astronaut.jpg"} if SCREENS_IN_FP32 else set()
+#: gen7 passes every sharp sample in bf16 and in fp32 alike (gen4 sent the astronaut to
+#: review in fp32; gen2 sent astronaut and chelsea to review in either).
+SHARP_REVIEWED: set[str] = set()
 #: Every sample rejects once its subject is blurred: a face when it has one, else its salient
 #: foreground (RegionConfig.foreground_reject_limit).
 SUBJECT_BLUR_ONLY_REVIEWED: set[str] = set()

@@ -9,13 +9,18 @@
 # held-out photos. bf16 (--amp auto on a CPU with bf16 instructions). The schedule is 5000
 # steps; the run was stopped by hand after step 4500's snapshot for the session's time
 # (--stop-after 4500, the default here, does the same without changing the schedule).
-# Once the shipped file has moved on, start from gen4 with
-# `git show ef160bd:qc_worker/weights/detector.safetensors > gen4.safetensors`.
+# The shipped gen7 is this run's snapshot at step 4000 (runs/gen7/snapshots/step_004000.pt,
+# exported with docs/model/results-gen7-step4000.json and calibration-gen7-step4000.json).
+# The session of 2026-12-07 (third) ran it again to the end of the schedule (STOP_AFTER=5000):
+# every logged loss and validation figure to step 4500 came out bit-identical, and
+# metrics-gen7.jsonl is that replay's log (its elapsed_s are the replay's).
+# Start from gen4, not from the shipped file:
+# `git show ef160bd:qc_worker/weights/detector.safetensors > gen4.safetensors` and INIT=gen4.safetensors.
 # Run from anywhere; PHOTOS defaults to the sources it was trained on.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 PHOTOS=${PHOTOS:-../shared/data/photos}
-INIT=${INIT:-qc_worker/weights/detector.safetensors}
+INIT=${INIT:?give INIT=gen4.safetensors (see above)}
 exec .venv/bin/qc-train fit --sources "$PHOTOS" --out runs/gen7 --encoder mobilenet_v2 \
     --decoder-channels 64,32,24,16,8 --init-from "$INIT" \
     --config docs/model/train_config-override-gen3.json --lr 2e-4 --stage-steps 100,400,4500 \
