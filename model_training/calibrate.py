@@ -204,6 +204,12 @@ def aucs(scored: Sequence[Scored], groups: tuple[str, str]) -> dict[str, float]:
     }
 
 
+def window_around(centre: float, half_width: float) -> tuple[float, float]:
+    """The pixel window ``centre`` +- ``half_width`` within [0, 1], rounded so that grid
+    points on its edges stay in: 0.55 - 0.1 is 0.45000000000000007 in floats."""
+    return round(max(0.0, centre - half_width), 6), round(min(1.0, centre + half_width), 6)
+
+
 def pixel_candidates(pixel_range: tuple[float, float] | None, grid: Sequence[float] = GRID) -> list[float]:
     """The pixel thresholds calibration may choose among; a window with none of them is an
     error, since the sweep would have nothing to pick."""

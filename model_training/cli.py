@@ -438,7 +438,14 @@ def calibrate(
 ) -> None:
     """Screen real blur and unblurred photos as `qc screen` does; choose the pixel and frame thresholds."""
     from model_training.calibrate import calibrate as run_calibrate
-    from model_training.calibrate import markdown, photo_items, pixel_candidates, realdev_items, score_items
+    from model_training.calibrate import (
+        markdown,
+        photo_items,
+        pixel_candidates,
+        realdev_items,
+        score_items,
+        window_around,
+    )
     from qc_worker.config import Settings
     from qc_worker.detector.checkpoint import CheckpointError
     from qc_worker.detector.inference import Detector
@@ -458,8 +465,8 @@ def calibrate(
     except (OSError, ValueError, KeyError, CheckpointError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
-    iou_threshold = detector.thresholds.get("pixel_iou")
     if window is None and not frozen:
+        iou_threshold = detector.thresholds.get("pixel_iou")
         if iou_threshold is None:
             console.print(
                 "[yellow]warning:[/yellow] the checkpoint carries no blur-IoU threshold (export it with "
@@ -467,11 +474,7 @@ def calibrate(
                 "anywhere, where the blur map may no longer localise"
             )
         else:
-            # Rounded: 0.55 - 0.1 is 0.45000000000000007 in floats, which would leave 0.45 out.
-            window = (
-                round(max(0.0, iou_threshold - pixel_window), 6),
-                round(min(1.0, iou_threshold + pixel_window), 6),
-            )
+            window = window_around(iou_threshold, pixel_window)
             console.print(
                 f"pixel threshold chosen in {window[0]:.3f}..{window[1]:.3f} "
                 f"(blur-IoU threshold {iou_threshold:g} +- {pixel_window:g})"

@@ -37,10 +37,11 @@ READY_TIMEOUT_S = 120
 TINY = ModelConfig(encoder="resnet18", decoder_channels=(32, 16, 16, 8, 8))
 
 
-def tiny_checkpoint(path: Path, seed: int = 0) -> Path:
-    """A real checkpoint of the tiny model (random weights; the seed makes a new version)."""
+def tiny_checkpoint(path: Path, seed: int = 0, thresholds: dict | None = None) -> Path:
+    """A real checkpoint of the tiny model (random weights; the seed makes a new version),
+    with pixel threshold 0.5 unless ``thresholds`` are given."""
     torch.manual_seed(seed)
-    save_checkpoint(path, BlurDetector(TINY).eval(), thresholds={"pixel": 0.5})
+    save_checkpoint(path, BlurDetector(TINY).eval(), thresholds=thresholds or {"pixel": 0.5})
     return path
 
 

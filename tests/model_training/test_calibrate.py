@@ -6,7 +6,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from model_training.calibrate import (
@@ -19,11 +18,9 @@ from model_training.calibrate import (
 )
 from model_training.cli import app
 from qc_worker.config import Settings
-from qc_worker.detector.checkpoint import save_checkpoint
-from qc_worker.detector.model import BlurDetector
 from qc_worker.detector.observable import observable_map
 from tests.model_training.photos import make_photo
-from tests.workers import TINY, tiny_checkpoint
+from tests.workers import tiny_checkpoint
 
 runner = CliRunner()
 
@@ -182,15 +179,21 @@ def test_calibrate_command_writes_its_results(tmp_path):
     assert missing.exit_code == 2 and "realdev folder" in " ".join(missing.output.split())
 
 
-@pytest.mark.integration
-def test_calibrate_command_keeps_the_pixel_threshold_in_the_given_range(tmp_path):
+def _calibrate_args(tmp_path: Path, thresholds: dict | None = None) -> list[str]:
+    """`qc-train calibrate` on a small realdev tree and one validation photo, with a tiny
+    checkpoint carrying ``thresholds``; the caller adds ``--out`` and the options under test."""
     root = _realdev(tmp_path / "realdev")
     p = tmp_path / "p.png"
     cv2.imwrite(str(p), make_photo(3, (80, 100))[..., ::-1])
     splits = tmp_path / "splits.json"
     splits.write_text(json.dumps({"train": [], "val": [str(p)], "test": []}))
-    ckpt = tiny_checkpoint(tmp_path / "tiny.safetensors")
-    args = ["calibrate", "--checkpoint", str(ckpt), "--realdev", str(root), "--splits", str(splits)]
+    ckpt = tiny_checkpoint(tmp_path / "tiny.safetensors", thresholds=thresholds)
+    return ["calibrate", "--checkpoint", str(ckpt), "--realdev", str(root), "--splits", str(splits)]
+
+
+@pytest.mark.integration
+def test_calibrate_command_keeps_the_pixel_threshold_in_the_given_range(tmp_path):
+    args = _calibrate_args(tmp_path)
     r = runner.invoke(app, [*args, "--out", str(tmp_path / "cal"), "--pixel-range", "0.5,0.6"])
     assert r.exit_code == 0, r.output
     result = json.loads((tmp_path / "cal" / "calibration.json").read_text())
@@ -203,15 +206,7 @@ def test_calibrate_command_keeps_the_pixel_threshold_in_the_given_range(tmp_path
 
 @pytest.mark.integration
 def test_calibrate_command_centres_its_window_on_the_checkpoints_blur_iou_threshold(tmp_path):
-    root = _realdev(tmp_path / "realdev")
-    p = tmp_path / "p.png"
-    cv2.imwrite(str(p), make_photo(3, (80, 100))[..., ::-1])
-    splits = tmp_path / "splits.json"
-    splits.write_text(json.dumps({"train": [], "val": [str(p)], "test": []}))
-    torch.manual_seed(0)
-    ckpt = tmp_path / "tiny.safetensors"
-    save_checkpoint(ckpt, BlurDetector(TINY).eval(), thresholds={"pixel": 0.3, "pixel_iou": 0.55})
-    args = ["calibrate", "--checkpoint", str(ckpt), "--realdev", str(root), "--splits", str(splits)]
+    args = _calibrate_args(tmp_path, thresholds={"pixel": 0.3, "pixel_iou": 0.55})
 
     r = runner.invoke(app, [*args, "--out", str(tmp_path / "cal")])
     assert r.exit_code == 0, r.output
@@ -236,11 +231,7 @@ def test_calibrate_command_centres_its_window_on_the_checkpoints_blur_iou_thresh
 
 @pytest.mark.integration
 def test_calibrate_command_warns_when_the_checkpoint_has_no_blur_iou_threshold(tmp_path):
-    root = _realdev(tmp_path / "realdev")
-    splits = tmp_path / "splits.json"
-    splits.write_text(json.dumps({"train": [], "val": [], "test": []}))
-    ckpt = tiny_checkpoint(tmp_path / "tiny.safetensors")
-    args = ["calibrate", "--checkpoint", str(ckpt), "--realdev", str(root), "--splits", str(splits)]
+    args = _calibrate_args(tmp_path)
     r = runner.invoke(app, [*args, "--out", str(tmp_path / "cal")])
     assert r.exit_code == 0, r.output
     assert "carries no blur-IoU threshold" in " ".join(r.output.split())
