@@ -44,10 +44,10 @@ def test_the_default_detector_is_the_network():
 
 def test_p_nets_pyramid_levels_are_the_configured_factor_apart(portrait, monkeypatch):
     rgb, face = portrait
-    pnet = mtcnn._nets().pnet
+    nets = mtcnn._nets()
     sides: list[int] = []
-    forward = pnet.forward
-    monkeypatch.setattr(pnet, "forward", lambda x: sides.append(x.shape[-2]) or forward(x))
+    forward = nets._pnet
+    monkeypatch.setattr(nets, "_pnet", lambda x: sides.append(x.shape[-2]) or forward(x))
     levels = {}
     for factor in (0.6, mtcnn.FACENET_PYRAMID_FACTOR):
         sides.clear()
@@ -57,6 +57,20 @@ def test_p_nets_pyramid_levels_are_the_configured_factor_apart(portrait, monkeyp
         ratios = np.array(sides[1:]) / np.array(sides[:-1])
         np.testing.assert_allclose(ratios, factor, atol=0.06)
     assert len(levels[0.6]) < len(levels[mtcnn.FACENET_PYRAMID_FACTOR])
+
+
+def test_p_nets_merged_heads_give_facenet_pytorchs_outputs(portrait):
+    """Screening computes P-Net's two heads as one matrix product; the offsets and the face
+    probabilities must be P-Net's own."""
+    nets = mtcnn._nets()
+    level = cv2.resize(portrait[0], (173, 131), interpolation=cv2.INTER_LINEAR)
+    x = mtcnn._tensor(level[None])
+    with torch.inference_mode():
+        reg, probs = nets._pnet(x)
+        their_reg, their_probs = nets.pnet(x)
+    assert reg.shape == their_reg.shape and probs.shape == their_probs.shape
+    torch.testing.assert_close(reg, their_reg, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(probs, their_probs, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("kind", KINDS)
