@@ -112,7 +112,7 @@ class _Nets:
     def _pnet(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """P-Net's forward (box offsets, face probabilities), its two 1x1 heads as one
         matrix product over the channels-last features: the same sums (to float rounding)
-        at half the heads' cost, which on the first pyramid level was a sixth of P-Net's."""
+        at about half the heads' cost, which on the first pyramid level was an eighth of P-Net's."""
         net = self.pnet
         x = net.prelu1(net.conv1(x))
         x = net.prelu3(net.conv3(net.prelu2(net.conv2(net.pool1(x)))))
