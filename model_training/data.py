@@ -25,6 +25,7 @@ from model_training.synth.degrade import portrait_bokeh, sample_degradations
 from model_training.synth.generate import blur_instances, soft_alpha
 from model_training.synth.graphics import overlay_graphics, render_graphic
 from model_training.synth.instances import Instance
+from model_training.synth.look import maybe_look
 from model_training.synth.masks import MaskSource, build_mask_sources, extract_instances
 from qc_worker.detector.observable import observable_map
 from qc_worker.images import ImageError, decode_image, image_size
@@ -227,7 +228,8 @@ def _subject_matte(instances: list[Instance]) -> np.ndarray | None:
 def synthesize(image: np.ndarray, instances: list[Instance], rng: np.random.Generator, cfg: SynthConfig) -> Sample:
     """One training sample from a sharp source and its instances.
 
-    Order: choose mask- or image-centric view; scale it to a working resolution; decide
+    Order: choose mask- or image-centric view; scale it to a working resolution; maybe give
+    the scene a look (haze, exposure, cast) that sharp and blurred samples share; decide
     hard negative, whole-frame camera motion, or which instances to blur; blur; optionally
     scale down after the blur; fit and crop to the output size; optionally degrade (JPEG,
     noise...) as delivery would. The intensity target is the blur extent *at the output
@@ -266,6 +268,9 @@ def synthesize(image: np.ndarray, instances: list[Instance], rng: np.random.Gene
     work = cv2.resize(view, size, interpolation=interp)
     work_instances = _resize_masks(view_instances, size)
     params["work_scale"] = round(scale, 4)
+    work, look = maybe_look(work, rng, cfg.look)
+    if look is not None:
+        params["look"] = look
     observable = observable_map(work, cfg.observable)
 
     if camera:

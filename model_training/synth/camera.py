@@ -104,6 +104,46 @@ class Shake(Recorded):
 
 
 @dataclass(frozen=True)
+class Sweep(Recorded):
+    """The camera travels or pans with nothing tracked: one straight streak over the frame.
+
+    A frame from a vehicle or a walking camera, or a pan between subjects, is smeared
+    everywhere along one nearly straight line, unlike a shake's tangle; most such travel
+    is horizontal, so ``angle`` sits within ``HORIZONTAL_SPREAD`` degrees of it more often
+    than not. ``bend`` is the slight arc of a swung camera, as in :class:`Pan`.
+    """
+
+    name: ClassVar[str] = "sweep"
+    length: float
+    angle: float
+    bend: float
+
+    HORIZONTAL_PROB: ClassVar[float] = 0.6
+    HORIZONTAL_SPREAD: ClassVar[float] = 15.0
+
+    @classmethod
+    def sample(cls, rng: np.random.Generator, extent: float) -> Sweep:
+        if rng.random() < cls.HORIZONTAL_PROB:
+            angle = float(rng.uniform(-cls.HORIZONTAL_SPREAD, cls.HORIZONTAL_SPREAD)) % 180.0
+        else:
+            angle = float(rng.uniform(0.0, 180.0))
+        bend = float(rng.uniform(-0.05, 0.05)) if rng.random() < 0.5 else 0.0
+        return cls(length=extent, angle=angle, bend=bend)
+
+    def kernel(self) -> np.ndarray:
+        return kernel_from_trajectory(bezier_trajectory(self.length, self.angle, self.bend, self.bend))
+
+    def apply(self, lin: np.ndarray, alpha: np.ndarray | None) -> CameraOutput:
+        k = self.kernel()
+        h, w = lin.shape[:2]
+        return CameraOutput(
+            filter_layer(lin, k),
+            np.ones((h, w), bool),
+            np.full((h, w), effective_extent(k), np.float32),
+        )
+
+
+@dataclass(frozen=True)
 class Pan(Recorded):
     """The camera tracks a moving subject: it stays sharp, the background streaks.
 
@@ -241,7 +281,7 @@ class FrameAverage(Recorded):
         return CameraOutput(acc / len(shifts), np.ones((h, w), bool), extent)
 
 
-CAMERA_KINDS: dict[str, type] = {cls.name: cls for cls in (Shake, Pan, SubjectCamera, FrameAverage)}
+CAMERA_KINDS: dict[str, type] = {cls.name: cls for cls in (Shake, Sweep, Pan, SubjectCamera, FrameAverage)}
 
 
 def pick_camera_kind(rng: np.random.Generator, cfg: CameraConfig, stage: int) -> str:
@@ -285,7 +325,9 @@ def camera_motion(
         kind = "shake"
     extent = sample_camera_extent(rng, cfg)
     if kind == "shake":
-        params: Shake | Pan | SubjectCamera | FrameAverage = Shake.sample(rng, extent)
+        params: Shake | Sweep | Pan | SubjectCamera | FrameAverage = Shake.sample(rng, extent)
+    elif kind == "sweep":
+        params = Sweep.sample(rng, extent)
     elif kind == "frame_average":
         params = FrameAverage.sample(rng, extent, cfg)
     else:

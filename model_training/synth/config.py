@@ -25,15 +25,15 @@ CURRICULUM: dict[int, tuple[BlurName, ...]] = {
     3: ("straight", "random_walk", "curved", "rolling", "edge_ring", "zoom_rotation"),
 }
 
-CameraKind = Literal["shake", "pan", "subject_camera", "frame_average"]
+CameraKind = Literal["shake", "sweep", "pan", "subject_camera", "frame_average"]
 
-#: Whole-frame motion follows the same easy-to-hard order: a shake is one convolution of
-#: the whole frame; a pan or a moving subject adds a sharp-against-blurred boundary; frame
+#: Whole-frame motion follows the same easy-to-hard order: a shake or a sweep is one
+#: convolution of the whole frame; a pan or a moving subject adds a sharp-against-blurred boundary; frame
 #: averaging adds parallax (layers smeared by different amounts) and discrete ghosts.
 CAMERA_CURRICULUM: dict[int, tuple[CameraKind, ...]] = {
-    1: ("shake",),
-    2: ("shake", "pan", "subject_camera"),
-    3: ("shake", "pan", "subject_camera", "frame_average"),
+    1: ("shake", "sweep"),
+    2: ("shake", "sweep", "pan", "subject_camera"),
+    3: ("shake", "sweep", "pan", "subject_camera", "frame_average"),
 }
 
 
@@ -79,6 +79,29 @@ class CoverageConfig(_Strict):
     partial: float = Field(0.25, ge=0)
     #: Fraction of the instance's bounding box a partial sub-region spans.
     partial_size: tuple[float, float] = (0.3, 0.7)
+
+
+class LookConfig(_Strict):
+    """The scene's look before the blur (:mod:`model_training.synth.look`), for any sample."""
+
+    #: Probability that a sample's sharp working image gets a look at all.
+    prob: float = Field(0.25, ge=0, le=1)
+    #: Share of the scene's light replaced by a uniform veil (haze, glare, a dirty lens).
+    haze: tuple[float, float] = (0.0, 0.6)
+    #: The veil's level, as a fraction of white in linear light.
+    airlight: tuple[float, float] = (0.3, 1.0)
+    #: Exposure gain in linear light, log-uniform: under- to over-exposed.
+    exposure: tuple[float, float] = (0.35, 1.6)
+    #: Per-channel gains are drawn in ``1 ± cast`` (a white balance left uncorrected).
+    cast: float = Field(0.15, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> LookConfig:
+        for name, lo_min, hi_max in (("haze", 0.0, 1.0), ("airlight", 0.0, 1.0), ("exposure", 1e-3, 10.0)):
+            lo, hi = getattr(self, name)
+            if not lo_min <= lo <= hi <= hi_max:
+                raise ValueError(f"look.{name} must be an increasing range within [{lo_min}, {hi_max}]")
+        return self
 
 
 class NegativeConfig(_Strict):
@@ -232,6 +255,7 @@ class CameraConfig(_Strict):
     #: out of the mapping is never drawn (equal odds if none allowed has a weight).
     kind_weights: dict[CameraKind, float] = {
         "shake": 1.0,
+        "sweep": 0.8,
         "pan": 0.7,
         "subject_camera": 0.6,
         "frame_average": 0.8,
@@ -279,6 +303,7 @@ class SynthConfig(_Strict):
     sampling: SamplingConfig = SamplingConfig()
     graphics: GraphicsConfig = GraphicsConfig()
     camera: CameraConfig = CameraConfig()
+    look: LookConfig = LookConfig()
     #: Curriculum stage 1-3; its blur types are ``CURRICULUM[stage]`` unless overridden.
     stage: int = Field(3, ge=1, le=3)
     blur_types: tuple[BlurName, ...] | None = None

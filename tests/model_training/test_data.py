@@ -21,6 +21,7 @@ from model_training.synth.config import (
     CameraConfig,
     CoverageConfig,
     GraphicsConfig,
+    LookConfig,
     NegativeConfig,
     SamplingConfig,
     SynthConfig,
@@ -242,3 +243,43 @@ def test_a_blurred_instance_with_a_flat_interior_is_labelled_on_its_texture_only
         assert blurred.sum() > 0
         return
     raise AssertionError("no seed gave a visible blur")
+
+
+def test_observability_is_read_after_the_scene_look():
+    # A faint texture under a thick veil has no gradient left to judge: it is never labelled.
+    rng = np.random.default_rng(2)
+    img = (128 + rng.normal(0, 12, (160, 160, 1)).repeat(3, axis=2)).clip(0, 255).astype(np.uint8)
+    look = LookConfig(prob=1.0, haze=(0.97, 0.97), airlight=(0.5, 0.5), exposure=(1.0, 1.0), cast=0.0)
+    cfg = SynthConfig(
+        negatives=NegativeConfig(prob=0.0, on_positive_prob=0.0),
+        sampling=SamplingConfig(out_size=128, mask_centric_prob=0.0, no_blur_prob=0.0, short_side=(160, 160)),
+        camera=CameraConfig(prob=1.0),
+        graphics=GraphicsConfig(prob=0.0, overlay_prob=0.0),
+        look=look,
+    )
+    plain = cfg.model_copy(update={"look": LookConfig(prob=0.0)})
+    veiled = synthesize(img, [], np.random.default_rng(0), cfg)
+    clear = synthesize(img, [], np.random.default_rng(0), plain)
+    assert veiled.params["look"]["haze"] == pytest.approx(0.97)
+    assert "look" not in clear.params
+    assert clear.mask.any() and clear.observable.any()
+    assert not veiled.observable.any() and not veiled.mask.any()
+
+
+def test_the_recipe_before_looks_and_sweeps_makes_the_samples_it_made_then():
+    # The model card's fixed test sets are rebuilt with docs/model/synth_config-before-gen10.json:
+    # a zero look probability must draw nothing, and a sweep weight left out must not shift
+    # which other camera kind is drawn.
+    img = make_photo(3, size=(240, 240))
+    m = np.zeros((240, 240), np.uint8)
+    m[60:180, 60:180] = 255
+    before = SynthConfig.load(Path(__file__).parents[2] / "docs/model/synth_config-before-gen10.json")
+    assert before.look.prob == 0.0 and "sweep" not in before.camera.kind_weights
+    weights = {**before.camera.kind_weights, "sweep": 0.0}
+    explicit = before.model_copy(update={"camera": before.camera.model_copy(update={"kind_weights": weights})})
+    for seed in range(12):
+        a = synthesize(img, [Instance(m, "foreground")], np.random.default_rng(seed), before)
+        b = synthesize(img, [Instance(m, "foreground")], np.random.default_rng(seed), explicit)
+        np.testing.assert_array_equal(a.image, b.image)
+        assert "look" not in a.params
+        assert a.params.get("camera", {}).get("kind") != "sweep"

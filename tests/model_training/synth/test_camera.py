@@ -12,6 +12,7 @@ from model_training.synth.camera import (
     Pan,
     Shake,
     SubjectCamera,
+    Sweep,
     camera_motion,
     pick_camera_kind,
 )
@@ -44,8 +45,8 @@ def _only(kind: str, **kw) -> CameraConfig:
 
 def _params(kind: str, extent: float = 6.0):
     rng = np.random.default_rng(11)
-    if kind == "shake":
-        return Shake.sample(rng, extent)
+    if kind in ("shake", "sweep"):
+        return CAMERA_KINDS[kind].sample(rng, extent)
     if kind == "frame_average":
         return FrameAverage.sample(rng, extent, CameraConfig())
     return CAMERA_KINDS[kind].sample(rng, extent, 1.0)
@@ -127,7 +128,7 @@ def test_mean_brightness_is_kept_in_linear_light(kind):
     assert abs(after - before) * 255 < 1.0
 
 
-@pytest.mark.parametrize("kind", ["shake", "subject_camera", "frame_average"])
+@pytest.mark.parametrize("kind", ["shake", "sweep", "subject_camera", "frame_average"])
 def test_whole_frame_kinds_label_the_whole_frame(kind):
     res = camera_motion(_texture(), _subject(), np.random.default_rng(4), _only(kind), 3)
     assert res.label.all()
@@ -177,15 +178,16 @@ def test_a_dot_spreads_over_the_recorded_extent():
     assert float(res.extent_px[48, 48]) == pytest.approx(7.0, rel=0.1)
 
 
-def test_stage_one_only_shakes_and_stage_two_never_averages_frames():
+def test_stage_one_only_convolves_and_stage_two_never_averages_frames():
     cfg = CameraConfig()
     rng = np.random.default_rng(0)
-    assert {pick_camera_kind(rng, cfg, 1) for _ in range(200)} == {"shake"}
+    assert {pick_camera_kind(rng, cfg, 1) for _ in range(200)} == {"shake", "sweep"}
     assert {pick_camera_kind(rng, cfg, 2) for _ in range(300)} == set(CAMERA_CURRICULUM[2])
+    assert "frame_average" not in CAMERA_CURRICULUM[2]
     assert {pick_camera_kind(rng, cfg, 3) for _ in range(300)} == set(KINDS)
     for seed in range(5):
         res = camera_motion(_texture(), _subject(), np.random.default_rng(seed), cfg, 1)
-        assert res.record["camera"]["kind"] == "shake"
+        assert res.record["camera"]["kind"] in ("shake", "sweep")
 
 
 @pytest.mark.parametrize("subject", [None, np.zeros((SIZE, SIZE), np.float32)], ids=["none", "empty"])
@@ -227,3 +229,22 @@ def test_pan_streaks_along_its_angle():
     rows = np.nonzero(k.sum(1) > 1e-4)[0]
     cols = np.nonzero(k.sum(0) > 1e-4)[0]
     assert np.ptp(cols) >= 11 and np.ptp(rows) <= 1
+
+
+def test_a_sweep_streaks_along_one_line_of_its_length():
+    k = Sweep(length=10.0, angle=90.0, bend=0.0).kernel()
+    rows = np.nonzero(k.sum(1) > 1e-4)[0]
+    cols = np.nonzero(k.sum(0) > 1e-4)[0]
+    assert np.ptp(rows) >= 9 and np.ptp(cols) <= 1
+    assert effective_extent(k) == pytest.approx(10.0, rel=0.15)
+
+
+def test_most_sweeps_are_nearly_horizontal():
+    rng = np.random.default_rng(3)
+    angles = np.array([Sweep.sample(rng, 6.0).angle for _ in range(2000)])
+    off = np.minimum(angles, 180.0 - angles)
+    share = float((off <= Sweep.HORIZONTAL_SPREAD).mean())
+    uniform_share = 2 * Sweep.HORIZONTAL_SPREAD / 180.0
+    expected = Sweep.HORIZONTAL_PROB + (1 - Sweep.HORIZONTAL_PROB) * uniform_share
+    assert share == pytest.approx(expected, abs=0.04)
+    assert ((angles >= 0) & (angles < 180)).all()
