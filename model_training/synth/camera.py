@@ -94,13 +94,7 @@ class Shake(Recorded):
         return kernel_from_trajectory(self.trajectory())
 
     def apply(self, lin: np.ndarray, alpha: np.ndarray | None) -> CameraOutput:
-        k = self.kernel()
-        h, w = lin.shape[:2]
-        return CameraOutput(
-            filter_layer(lin, k),
-            np.ones((h, w), bool),
-            np.full((h, w), effective_extent(k), np.float32),
-        )
+        return _whole_frame(lin, self.kernel())
 
 
 @dataclass(frozen=True)
@@ -134,13 +128,7 @@ class Sweep(Recorded):
         return kernel_from_trajectory(bezier_trajectory(self.length, self.angle, self.bend, self.bend))
 
     def apply(self, lin: np.ndarray, alpha: np.ndarray | None) -> CameraOutput:
-        k = self.kernel()
-        h, w = lin.shape[:2]
-        return CameraOutput(
-            filter_layer(lin, k),
-            np.ones((h, w), bool),
-            np.full((h, w), effective_extent(k), np.float32),
-        )
+        return _whole_frame(lin, self.kernel())
 
 
 @dataclass(frozen=True)
@@ -347,6 +335,12 @@ def camera_motion(
         return Blurred(image.copy(), np.zeros((h, w), bool), np.zeros((h, w), np.float32), {"camera": rec})
     extent_px = np.where(out.area, out.extent, 0.0).astype(np.float32)
     return Blurred(result, out.area.copy(), extent_px, {"camera": rec})
+
+
+def _whole_frame(lin: np.ndarray, k: np.ndarray) -> CameraOutput:
+    """One PSF over the whole frame: every pixel moved, by the PSF's extent."""
+    h, w = lin.shape[:2]
+    return CameraOutput(filter_layer(lin, k), np.ones((h, w), bool), np.full((h, w), effective_extent(k), np.float32))
 
 
 def _soft(alpha: np.ndarray, sigma: float) -> np.ndarray:
