@@ -22,7 +22,7 @@ import numpy as np
 from model_training.synth.camera import camera_motion
 from model_training.synth.config import SynthConfig
 from model_training.synth.degrade import portrait_bokeh, sample_degradations
-from model_training.synth.generate import blur_instances, soft_alpha
+from model_training.synth.generate import blur_instances, loguniform, soft_alpha
 from model_training.synth.graphics import overlay_graphics, render_graphic
 from model_training.synth.instances import Instance
 from model_training.synth.look import maybe_look
@@ -182,10 +182,6 @@ class InstanceCache:
         tmp.replace(self.cache_dir / f"{key}.npz")
 
 
-def _loguniform(rng: np.random.Generator, lo: float, hi: float) -> float:
-    return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
-
-
 def _resize_masks(instances: list[Instance], size: tuple[int, int]) -> list[Instance]:
     return [Instance(cv2.resize(i.mask, size, interpolation=cv2.INTER_NEAREST), i.kind, i.score) for i in instances]
 
@@ -207,7 +203,7 @@ def mask_centric_box(
     h, w = shape
     x0, y0, x1, y1 = instance.bbox()
     side = max(x1 - x0, y1 - y0) * rng.uniform(*cfg.sampling.crop_scale)
-    aspect = _loguniform(rng, *cfg.sampling.crop_aspect)
+    aspect = loguniform(rng, *cfg.sampling.crop_aspect)
     cw = int(min(w, max(16, side * math.sqrt(aspect))))
     ch = int(min(h, max(16, side / math.sqrt(aspect))))
     cx = (x0 + x1) / 2 + rng.uniform(-0.5, 0.5) * max(cw - (x1 - x0), 0)
@@ -261,7 +257,7 @@ def synthesize(image: np.ndarray, instances: list[Instance], rng: np.random.Gene
     # Image-centric views span the resolution range; a mask-centric view is already
     # scaled to its instance by the crop, so it is brought to about the output size
     # (the final crop must not cut its instance away).
-    target = s.out_size * rng.uniform(1.0, 1.25) if mask_centric else _loguniform(rng, *s.short_side)
+    target = s.out_size * rng.uniform(1.0, 1.25) if mask_centric else loguniform(rng, *s.short_side)
     scale = min(target / min(vh, vw), s.max_upscale)
     size = (max(1, round(vw * scale)), max(1, round(vh * scale)))
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
@@ -410,8 +406,8 @@ class BlurSynthDataset:
         rng = np.random.default_rng([self.seed, 0, index])
         g = self.cfg.graphics
         if rng.random() < g.prob:
-            side = int(round(_loguniform(rng, *self.cfg.sampling.short_side)))
-            aspect = _loguniform(rng, 0.6, 1.8)
+            side = int(round(loguniform(rng, *self.cfg.sampling.short_side)))
+            aspect = loguniform(rng, 0.6, 1.8)
             size = (max(side, round(side * aspect)), max(side, round(side / aspect)))
             image, instances, record = render_graphic(rng, size, g)
             sample = synthesize(image, instances, rng, self.cfg)

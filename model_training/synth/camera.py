@@ -20,11 +20,11 @@ import numpy as np
 from model_training.synth.composite import (
     feather,
     fill_background,
-    linear_to_srgb,
-    srgb_to_linear,
+    linear_to_u8,
+    u8_to_linear,
 )
 from model_training.synth.config import CAMERA_CURRICULUM, CameraConfig
-from model_training.synth.generate import Blurred
+from model_training.synth.generate import Blurred, loguniform
 from model_training.synth.kernels import (
     add_motion,
     bezier_trajectory,
@@ -286,7 +286,7 @@ def pick_camera_kind(rng: np.random.Generator, cfg: CameraConfig, stage: int) ->
 def sample_camera_extent(rng: np.random.Generator, cfg: CameraConfig) -> float:
     """Log-uniform in the mild or (with ``strong_prob``) the strong range, like instance blur."""
     lo, hi = cfg.strong_px if rng.random() < cfg.strong_prob else cfg.mild_px
-    return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+    return loguniform(rng, lo, hi)
 
 
 def camera_motion(
@@ -312,19 +312,16 @@ def camera_motion(
         rec.update(kind="shake", fallback_from=kind)
         kind = "shake"
     extent = sample_camera_extent(rng, cfg)
-    if kind == "shake":
-        params: Shake | Sweep | Pan | SubjectCamera | FrameAverage = Shake.sample(rng, extent)
-    elif kind == "sweep":
-        params = Sweep.sample(rng, extent)
+    if kind in ("shake", "sweep"):
+        params: Shake | Sweep | Pan | SubjectCamera | FrameAverage = CAMERA_KINDS[kind].sample(rng, extent)
     elif kind == "frame_average":
         params = FrameAverage.sample(rng, extent, cfg)
     else:
         params = CAMERA_KINDS[kind].sample(rng, extent, cfg.feather_px)
     alpha = subject.astype(np.float32) if has_subject and subject is not None else None
 
-    lin = srgb_to_linear(image.astype(np.float32) / 255.0)
-    out = params.apply(lin, alpha)
-    result = np.clip(np.round(linear_to_srgb(out.image) * 255.0), 0, 255).astype(np.uint8)
+    out = params.apply(u8_to_linear(image), alpha)
+    result = linear_to_u8(out.image)
 
     changed = np.abs(result.astype(np.int16) - image.astype(np.int16)).max(axis=2) >= cfg.visible_delta
     n_area = int(out.area.sum())

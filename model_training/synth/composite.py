@@ -42,6 +42,16 @@ def linear_to_srgb(x: np.ndarray) -> np.ndarray:
     return np.where(x <= 0.0031308, x * 12.92, 1.055 * np.power(x, 1 / 2.4) - 0.055).astype(np.float32)
 
 
+def u8_to_linear(image: np.ndarray) -> np.ndarray:
+    """A uint8 sRGB image as float32 linear light, where exposures and blurs add up."""
+    return srgb_to_linear(image.astype(np.float32) / 255.0)
+
+
+def linear_to_u8(lin: np.ndarray) -> np.ndarray:
+    """Linear light back to uint8 sRGB, clipped and rounded."""
+    return np.clip(np.round(linear_to_srgb(lin) * 255.0), 0, 255).astype(np.uint8)
+
+
 def fill_background(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
     """Fill ``hole`` (bool) from its surroundings with a push-pull pyramid.
 

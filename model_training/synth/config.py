@@ -28,8 +28,9 @@ CURRICULUM: dict[int, tuple[BlurName, ...]] = {
 CameraKind = Literal["shake", "sweep", "pan", "subject_camera", "frame_average"]
 
 #: Whole-frame motion follows the same easy-to-hard order: a shake or a sweep is one
-#: convolution of the whole frame; a pan or a moving subject adds a sharp-against-blurred boundary; frame
-#: averaging adds parallax (layers smeared by different amounts) and discrete ghosts.
+#: convolution of the whole frame; a pan or a moving subject adds a sharp-against-blurred
+#: boundary; frame averaging adds parallax (layers smeared by different amounts) and
+#: discrete ghosts.
 CAMERA_CURRICULUM: dict[int, tuple[CameraKind, ...]] = {
     1: ("shake", "sweep"),
     2: ("shake", "sweep", "pan", "subject_camera"),

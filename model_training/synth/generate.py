@@ -35,9 +35,14 @@ class Blurred:
     record: dict = field(default_factory=dict)
 
 
+def loguniform(rng: np.random.Generator, lo: float, hi: float) -> float:
+    """Log-uniform in [lo, hi]: extents, scales and gains matter as ratios, not differences."""
+    return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+
+
 def sample_extent(rng: np.random.Generator, cfg: ExtentConfig) -> float:
     lo, hi = cfg.strong_px if rng.random() < cfg.strong_prob else cfg.mild_px
-    return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+    return loguniform(rng, lo, hi)
 
 
 def sample_blur(rng: np.random.Generator, cfg: SynthConfig, name: str, instance_mask: np.ndarray) -> BlurParams:

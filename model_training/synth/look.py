@@ -16,8 +16,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from model_training.synth.composite import linear_to_srgb, srgb_to_linear
+from model_training.synth.composite import linear_to_u8, u8_to_linear
 from model_training.synth.config import LookConfig
+from model_training.synth.generate import loguniform
 from model_training.synth.record import Recorded
 
 
@@ -39,16 +40,14 @@ class SceneLook(Recorded):
         return cls(
             haze=float(rng.uniform(*cfg.haze)),
             airlight=float(rng.uniform(*cfg.airlight)),
-            exposure=float(np.exp(rng.uniform(np.log(cfg.exposure[0]), np.log(cfg.exposure[1])))),
+            exposure=loguniform(rng, *cfg.exposure),
             cast=(float(cast[0]), float(cast[1]), float(cast[2])),
         )
 
     def apply(self, image: np.ndarray) -> np.ndarray:
         """The uint8 RGB ``image`` with this look."""
-        lin = srgb_to_linear(image.astype(np.float32) / 255.0)
-        lin = (1.0 - self.haze) * lin + self.haze * self.airlight
-        lin = lin * self.exposure * np.asarray(self.cast, np.float32)
-        return np.clip(np.round(linear_to_srgb(np.clip(lin, 0.0, 1.0)) * 255.0), 0, 255).astype(np.uint8)
+        lin = (1.0 - self.haze) * u8_to_linear(image) + self.haze * self.airlight
+        return linear_to_u8(lin * self.exposure * np.asarray(self.cast, np.float32))
 
 
 def maybe_look(image: np.ndarray, rng: np.random.Generator, cfg: LookConfig) -> tuple[np.ndarray, dict | None]:
