@@ -41,6 +41,7 @@ from qc_worker.detector.faces import Foreground
 from qc_worker.detector.inference import Detector
 from qc_worker.detector.observable import observable_map
 from qc_worker.detector.regions import frame_median
+from qc_worker.detector.scales import coarse_frame_medians
 from qc_worker.images import ImageError, decode_image
 from qc_worker.pipeline import analyse_image, find_subjects
 
@@ -87,9 +88,12 @@ class Scored:
     subjects: tuple[list[Box], Foreground | None]
     observable: np.ndarray
     score: float
+    #: The frame median the frame rule judges: the highest over the frame scales.
     median: float
     laplacian: float
     hf: float
+    #: Probability maps of the smaller copies the frame rule reads (:attr:`Prediction.coarse`).
+    coarse: dict[float, np.ndarray]
 
 
 def realdev_items(root: Path) -> list[RealItem]:
@@ -126,7 +130,12 @@ def score_items(
             continue
         pred = detector.predict([rgb])[0]
         valid = observable_map(rgb, settings.observable)
-        median = frame_median(pred.probability, valid, settings.observable.min_observable_fraction)
+        median = max(
+            [
+                frame_median(pred.probability, valid, settings.observable.min_observable_fraction),
+                *coarse_frame_medians(rgb, pred.coarse, settings.observable).values(),
+            ]
+        )
         out.append(
             Scored(
                 item,
@@ -139,6 +148,7 @@ def score_items(
                 median,
                 -laplacian_variance(rgb),
                 image_score(hf_blur_map(rgb)),
+                pred.coarse,
             )
         )
         if progress:
@@ -155,7 +165,7 @@ def verdicts(
     """Each image's screening verdict at these thresholds, by the code `qc screen` runs."""
     return [
         analyse_image(
-            s.rgb, s.prob, s.inten, threshold, settings, s.subjects, s.observable, frame_threshold
+            s.rgb, s.prob, s.inten, threshold, settings, s.subjects, s.observable, frame_threshold, s.coarse
         ).report.verdict
         for s in scored
     ]
@@ -278,12 +288,17 @@ def calibrate(
     }
 
 
+def _frame_scales_text(result: dict) -> str:
+    scales = [s for s in result.get("frame_scales", [1.0]) if s != 1.0]
+    return f", the frame read at 1x and {', '.join(f'{s:g}x' for s in scales)} size" if scales else ""
+
+
 def markdown(result: dict) -> str:
     """The per-group verdict table and the AUCs, as Markdown."""
     frame = result.get("frame_threshold")
     frame_text = "no whole-frame rule" if frame is None else f"whole-frame median threshold {frame:.3f}"
     lines = [
-        f"Pixel threshold {result['threshold']:.3f}, {frame_text} ({result['chosen_by']}).",
+        f"Pixel threshold {result['threshold']:.3f}, {frame_text}{_frame_scales_text(result)} ({result['chosen_by']}).",
         "",
         "| set | images | right verdicts | pass | review | reject |",
         "|---|---:|---:|---:|---:|---:|",

@@ -435,6 +435,14 @@ def calibrate(
             help="Half-width of the default window around the checkpoint's blur-IoU threshold.",
         ),
     ] = 0.1,
+    frame_scales: Annotated[
+        str | None,
+        typer.Option(
+            "--frame-scales",
+            help="Sizes the whole-frame rule reads its median at, e.g. 1,0.5 (1 included, each in (0, 1]); "
+            "calibrated with the thresholds and exported with them. Default: the checkpoint's own.",
+        ),
+    ] = None,
 ) -> None:
     """Screen real blur and unblurred photos as `qc screen` does; choose the pixel and frame thresholds."""
     from model_training.calibrate import calibrate as run_calibrate
@@ -448,7 +456,8 @@ def calibrate(
     )
     from qc_worker.config import Settings
     from qc_worker.detector.checkpoint import CheckpointError
-    from qc_worker.detector.inference import Detector
+    from qc_worker.detector.inference import Detector, InferenceConfig
+    from qc_worker.detector.scales import parse_frame_scales
 
     settings = Settings(_env_file=None, device="cpu")
     window = None
@@ -460,7 +469,9 @@ def calibrate(
             raise typer.Exit(2) from None
         window = (low, high)
     try:
-        detector = Detector.load(checkpoint, device="cpu", precision="auto")
+        scales = parse_frame_scales(frame_scales) if frame_scales is not None else None
+        config = InferenceConfig(frame_scales=scales)
+        detector = Detector.load(checkpoint, device="cpu", precision="auto", config=config)
         items = realdev_items(realdev) + photo_items(splits)
     except (OSError, ValueError, KeyError, CheckpointError) as exc:
         console.print(f"[red]error:[/red] {exc}")
@@ -495,6 +506,7 @@ def calibrate(
         pixel_range=window,
     )
     result["checkpoint"] = str(checkpoint)
+    result["frame_scales"] = list(detector.frame_scales)
     out.mkdir(parents=True, exist_ok=True)
     (out / "calibration.json").write_text(json.dumps(result, indent=2))
     (out / "calibration.md").write_text(markdown(result))

@@ -16,6 +16,7 @@ from model_training.evaluate import OURS
 from qc_worker.detector.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from qc_worker.detector.inference import serving_model
 from qc_worker.detector.model import BlurDetector, ModelConfig
+from qc_worker.detector.scales import check_frame_scales
 
 
 def training_summary(run: Path) -> dict:
@@ -78,7 +79,8 @@ def export(
     Thresholds and metrics come from an evaluation ``results.json`` when given (the
     model's own pixel and image thresholds); otherwise 0.5, stated as unevaluated. A
     ``calibration.json`` (``qc-train calibrate``) then replaces the pixel threshold (and
-    the whole-frame threshold) with those chosen on real screening verdicts, and its
+    the whole-frame threshold with the sizes it reads the frame at) with those chosen on
+    real screening verdicts, and its
     per-set results join the metrics; the blur-IoU pixel threshold stays as ``pixel_iou``.
 
     Re-exporting a shipped file keeps its training summary, metrics and thresholds unless
@@ -118,5 +120,8 @@ def export(
         thresholds.pop("frame", None)
         if c.get("frame_threshold") is not None:
             thresholds["frame"] = c["frame_threshold"]
+        # The frame threshold holds for the sizes it was chosen at (a calibration from
+        # before frame scales existed read the frame at full size only).
+        thresholds["frame_scales"] = list(check_frame_scales(c.get("frame_scales", (1.0,))))
         metrics["real"] = {"groups": c["groups"], "auc": c["auc"]}
     return save_checkpoint(out, model, thresholds=thresholds, training=training, metrics=metrics, dtype=torch.float16)

@@ -16,7 +16,7 @@ import contextvars
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -36,6 +36,7 @@ from qc_worker.detector.faces import Face, Foreground, detect_faces, load_face_d
 from qc_worker.detector.observable import observable_map
 from qc_worker.detector.regions import RegionReport, analyse_regions
 from qc_worker.detector.roi import Roi, crop_safe_rois
+from qc_worker.detector.scales import coarse_frame_medians
 from qc_worker.images import ImageError, decode_image
 from qc_worker.overlay import encode_overlay, render_overlay
 from qc_worker.storage import LocalStore, StorageError, Store, TransientStorageError
@@ -89,6 +90,7 @@ def analyse_image(
     subjects: tuple[list[Face], Foreground | None] | None = None,
     observable: np.ndarray | None = None,
     frame_threshold: float | None = None,
+    coarse: Mapping[float, np.ndarray] | None = None,
 ) -> Analysis:
     """Regions, verdict and crop-safe ROIs of one image from its detector maps.
 
@@ -96,7 +98,8 @@ def analyse_image(
     review or reject. Calibration (``qc-train calibrate``) calls this with many thresholds
     on the same maps; ``subjects`` and ``observable`` (the image's own, computed by the
     caller) let it find the faces and the textured pixels once. ``frame_threshold`` is the
-    model version's whole-frame rule (:mod:`qc_worker.detector.regions`; None: off).
+    model version's whole-frame rule (:mod:`qc_worker.detector.regions`; None: off), which
+    also reads the ``coarse`` maps of smaller copies (:attr:`Prediction.coarse`).
     """
     faces, fg = subjects if subjects is not None else find_subjects(rgb, settings)
     if observable is None:
@@ -112,6 +115,7 @@ def analyse_image(
         observable=observable,
         min_observable_fraction=min_obs,
         frame_threshold=frame_threshold,
+        coarse_medians=coarse_frame_medians(rgb, coarse or {}, settings.observable),
     )
     rois = crop_safe_rois(
         prob,
@@ -235,6 +239,7 @@ class Screener:
                 self.threshold,
                 self.settings,
                 frame_threshold=self.frame_threshold,
+                coarse=pred.coarse,
             )
 
         if threads <= 1:

@@ -13,7 +13,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -22,6 +22,7 @@ import torch
 
 from qc_worker.detector.checkpoint import CheckpointMeta, load_checkpoint
 from qc_worker.detector.model import BlurDetector, fold_batchnorm
+from qc_worker.detector.scales import check_frame_scales, downscale
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,9 @@ class Prediction:
     probability: np.ndarray
     intensity: np.ndarray
     seconds: float
+    #: Scale below 1 -> probability map of the image downscaled to it (at that size), for
+    #: the whole-frame rule (:mod:`qc_worker.detector.scales`); empty at full size only.
+    coarse: dict[float, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,10 @@ class InferenceConfig:
     #: Smallest side fed to the network; smaller images are reflect-padded, never upscaled
     #: (upscaling would soften them and look like blur).
     min_side: int = 64
+    #: Sizes the whole-frame rule reads its median at (:mod:`qc_worker.detector.scales`);
+    #: None: the checkpoint's own, calibrated with its thresholds (full size only for a
+    #: checkpoint that names none).
+    frame_scales: tuple[float, ...] | None = None
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -127,6 +135,7 @@ class Detector:
         self.device = device
         self.dtype = dtype
         self.config = config
+        self.frame_scales = check_frame_scales(config.frame_scales or meta.thresholds.get("frame_scales") or (1.0,))
 
     @classmethod
     def load(
@@ -213,12 +222,28 @@ class Detector:
         return acc_p / norm, acc_i / norm
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
-        """Maps for each RGB uint8 image, in order. Same-size images share forward passes."""
+        """Maps for each RGB uint8 image, in order, with the probability of each smaller
+        copy the frame rule reads (``frame_scales``). Same-size images share forward passes."""
+        for img in images:
+            if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+                raise ValueError(f"expected RGB uint8 (H, W, 3), got {img.dtype} {img.shape}")
+        results = self._predict_at_size(images)
+        for scale in self.frame_scales:
+            if scale == 1.0:
+                continue
+            t0 = time.perf_counter()
+            small = self._predict_at_size([downscale(img, scale) for img in images])
+            each = (time.perf_counter() - t0) / max(1, len(images))
+            for r, s in zip(results, small, strict=True):
+                r.coarse[scale] = s.probability
+                r.seconds += each
+        return results
+
+    def _predict_at_size(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        """Maps for each image at its own size: in tiles when large, else batched by size."""
         results: list[Prediction | None] = [None] * len(images)
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         for i, img in enumerate(images):
-            if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-                raise ValueError(f"expected RGB uint8 (H, W, 3), got {img.dtype} {img.shape}")
             h, w = img.shape[:2]
             if h * w > self.config.tile_above_pixels:
                 t0 = time.perf_counter()

@@ -41,7 +41,9 @@ The image verdict (faces weigh most):
   grid cell is blurred, or some component covers ``>= review_component_fraction`` of the
   image with ``mean_probability >= review_probability``;
 * otherwise **review** when the model version has a frame threshold and the median
-  probability over the image's observable pixels (``frame_median``) is at least it;
+  probability over the image's observable pixels (``frame_median``) is at least it; where
+  the model version reads the frame at smaller sizes too, the highest of those medians
+  counts (:mod:`qc_worker.detector.scales`);
 * otherwise **pass**.
 
 The frame rule is there for blur over the whole frame (camera shake, a pan, the frames of
@@ -62,7 +64,7 @@ that fired.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -418,9 +420,10 @@ def image_verdict(
     *,
     median: float = 0.0,
     frame_threshold: float | None = None,
+    frame_scale: float = 1.0,
 ) -> tuple[ImageVerdict, float, tuple[str, ...]]:
     """(verdict, score, reasons) by the rule in the module doc; ``median`` is the frame
-    median, judged only when ``frame_threshold`` is given."""
+    median (read at ``frame_scale`` of full size), judged only when ``frame_threshold`` is given."""
     faces = [r for r in regions if r.kind == RegionKind.FACE]
     reject: list[str] = []
     review: list[str] = []
@@ -467,7 +470,8 @@ def image_verdict(
                 f"{r.mean_probability:.2f} >= {config.review_probability:.2f}"
             )
     if frame_threshold is not None and median >= frame_threshold:
-        review.append(f"whole frame: median probability {median:.2f} >= {frame_threshold:.2f}")
+        at = "" if frame_scale == 1.0 else f" at {frame_scale:g}x size"
+        review.append(f"whole frame: median probability {median:.2f}{at} >= {frame_threshold:.2f}")
     score = min(1.0, max(blurred_fraction / config.reject_area_fraction, subject_ratio))
     if reject:
         return ImageVerdict.REJECT, 1.0, tuple(reject + review)
@@ -487,6 +491,7 @@ def analyse_regions(
     observable: np.ndarray | None = None,
     min_observable_fraction: float = 0.0,
     frame_threshold: float | None = None,
+    coarse_medians: Mapping[float, float] | None = None,
 ) -> RegionReport:
     """Every region of one image (faces, foreground, components, grid cells, in that
     order), the image verdict, the worst region and the score.
@@ -494,6 +499,9 @@ def analyse_regions(
     ``observable`` (bool HxW, optional) limits blur to pixels where it can be seen and
     takes every share over them (see the module doc). ``frame_threshold`` (the model
     version's, None: the rule is off) sends to review an image whose frame median reaches it.
+    ``coarse_medians`` (scale -> the frame median of a smaller copy,
+    :func:`qc_worker.detector.scales.coarse_frame_medians`) join the full-size one: the
+    frame median is the highest of them.
 
     ``worst_region`` is the most blurred face when some face is at least
     ``face_review_limit`` covered; else the foreground when it is blurred; else the largest
@@ -532,9 +540,10 @@ def analyse_regions(
         ),
         *grid_regions(prob, intensity, threshold, config, evidence=evidence, _blurred=blurred),
     ]
-    median = frame_median(prob, observable, min_observable_fraction)
+    medians = {1.0: frame_median(prob, observable, min_observable_fraction), **(coarse_medians or {})}
+    scale = max(medians, key=lambda k: (medians[k], k))
     verdict, score, reasons = image_verdict(
-        regions, blurred_fraction, config, median=median, frame_threshold=frame_threshold
+        regions, blurred_fraction, config, median=medians[scale], frame_threshold=frame_threshold, frame_scale=scale
     )
     worst = worst_region(regions, config.face_review_limit)
-    return RegionReport(tuple(regions), verdict, worst, blurred_fraction, score, reasons, median)
+    return RegionReport(tuple(regions), verdict, worst, blurred_fraction, score, reasons, medians[scale])

@@ -40,6 +40,7 @@ class _Fake:
         self.median = 1 - level
         self.laplacian = -level
         self.hf = level
+        self.coarse = {}
 
 
 def test_group_table_counts_right_verdicts_both_ways():
@@ -198,10 +199,27 @@ def test_calibrate_command_keeps_the_pixel_threshold_in_the_given_range(tmp_path
     assert r.exit_code == 0, r.output
     result = json.loads((tmp_path / "cal" / "calibration.json").read_text())
     assert 0.5 <= result["threshold"] <= 0.6
+
     assert all(0.5 <= s["threshold"] <= 0.6 for s in result["sweep"])
     bad = runner.invoke(app, [*args, "--out", str(tmp_path / "bad"), "--pixel-range", "high"])
     assert bad.exit_code == 2 and "--pixel-range 'high': give LOW,HIGH" in bad.output
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.integration
+def test_calibrate_command_reads_the_frame_at_the_sizes_it_is_given_and_records_them(tmp_path):
+    args = _calibrate_args(tmp_path)
+    out = tmp_path / "cal"
+    r = runner.invoke(app, [*args, "--out", str(out), "--pixel-range", "0,1", "--frame-scales", "1,0.5"])
+    assert r.exit_code == 0, r.output
+    result = json.loads((out / "calibration.json").read_text())
+    assert result["frame_scales"] == [1.0, 0.5]
+    assert "the frame read at 1x and 0.5x size (" in (out / "calibration.md").read_text()
+    plain = runner.invoke(app, [*args, "--out", str(tmp_path / "plain"), "--pixel-range", "0,1"])
+    assert plain.exit_code == 0, plain.output
+    assert json.loads((tmp_path / "plain" / "calibration.json").read_text())["frame_scales"] == [1.0]
+    bad = runner.invoke(app, [*args, "--out", str(out), "--frame-scales", "0.5"])
+    assert bad.exit_code == 2 and "must include 1" in " ".join(bad.output.split())
 
 
 @pytest.mark.integration

@@ -156,6 +156,7 @@ def test_a_shipped_file_is_re_exported_with_a_new_calibration_and_the_same_tenso
             {
                 "threshold": 0.7,
                 "frame_threshold": 0.08,
+                "frame_scales": [1.0, 0.5],
                 "chosen_by": "test",
                 "groups": groups,
                 "auc": {},
@@ -179,6 +180,7 @@ def test_a_shipped_file_is_re_exported_with_a_new_calibration_and_the_same_tenso
     _, after = load_checkpoint(again)
     assert after.checksum == before.checksum and after.training == before.training
     assert after.thresholds["pixel"] == 0.7 and after.thresholds["frame"] == 0.08
+    assert after.thresholds["frame_scales"] == [1.0, 0.5]
     assert after.thresholds["image"] == before.thresholds["image"] and after.metrics["real"]["groups"] == groups
     calibration.write_text(
         json.dumps(
@@ -206,7 +208,9 @@ def test_a_shipped_file_is_re_exported_with_a_new_calibration_and_the_same_tenso
         ).exit_code
         == 0
     )
+    # A calibration from before frame scales existed read the frame at full size only.
     assert "frame" not in load_checkpoint(first)[1].thresholds
+    assert load_checkpoint(first)[1].thresholds["frame_scales"] == [1.0]
 
 
 def test_evaluate_refuses_bad_input_clearly(tmp_path):

@@ -125,3 +125,28 @@ def test_the_model_versions_thresholds_are_read_with_their_defaults(tmp_path):
     raw = Detector.load(tmp_path / "raw.safetensors", device="cpu")
     assert (calibrated.pixel_threshold, calibrated.frame_threshold) == (0.3, 0.05)
     assert (raw.pixel_threshold, raw.frame_threshold) == (0.5, None)
+
+
+def test_the_checkpoints_frame_scales_add_the_maps_of_smaller_copies(checkpoint, tmp_path):
+    """A checkpoint whose frame rule reads the frame at 1x and 0.5x gets, with each image's
+    full-size maps (unchanged), the probability map of its half-size copy."""
+    import cv2
+
+    from qc_worker.detector.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(checkpoint, device="cpu")
+    two = tmp_path / "two.safetensors"
+    save_checkpoint(two, model, thresholds={"pixel": 0.5, "frame_scales": [1.0, 0.5]}, dtype=torch.float32)
+    det = Detector.load(two, device="cpu", precision="fp32")
+    assert det.frame_scales == (1.0, 0.5)
+    single = Detector.load(two, device="cpu", precision="fp32", config=InferenceConfig(frame_scales=(1.0,)))
+    images = [_img(96, 128, 5), _img(50, 70, 6)]
+    both = det.predict(images)
+    for img, p, alone in zip(images, both, single.predict(images), strict=True):
+        np.testing.assert_allclose(p.probability, alone.probability, atol=1e-6)
+        assert alone.coarse == {}
+        h, w = img.shape[:2]
+        half = single.predict([cv2.resize(img, (round(w / 2), round(h / 2)), interpolation=cv2.INTER_AREA)])[0]
+        assert set(p.coarse) == {0.5}
+        np.testing.assert_allclose(p.coarse[0.5], half.probability, atol=1e-6)
+    assert Detector.load(checkpoint, device="cpu").frame_scales == (1.0,)

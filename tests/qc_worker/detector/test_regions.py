@@ -271,3 +271,15 @@ def test_the_whole_frame_rule_weighs_observable_pixels_only_and_never_rejects():
         frame_threshold=0.1,
     )
     assert blurred.verdict == "reject" and any(r.startswith("whole frame") for r in blurred.reasons)
+
+
+def test_the_whole_frame_rule_takes_the_highest_median_over_the_frame_scales():
+    """A pan hidden by grain at full size shows on the half-size copy: its median counts."""
+    prob = np.full((90, 120), 0.01, np.float32)
+    intensity = np.zeros_like(prob)
+    observable = np.ones(prob.shape, bool)
+    report = analyse_regions(prob, intensity, T, observable=observable, frame_threshold=0.1, coarse_medians={0.5: 0.4})
+    assert report.verdict == "review" and report.frame_median == pytest.approx(0.4)
+    assert report.reasons == ("whole frame: median probability 0.40 at 0.5x size >= 0.10",)
+    low = analyse_regions(prob, intensity, T, observable=observable, frame_threshold=0.1, coarse_medians={0.5: 0.05})
+    assert low.verdict == "pass" and low.frame_median == pytest.approx(0.05)
