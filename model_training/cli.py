@@ -443,6 +443,14 @@ def calibrate(
             "calibrated with the thresholds and exported with them. Default: the checkpoint's own.",
         ),
     ] = None,
+    precision: Annotated[
+        str,
+        typer.Option(
+            "--precision",
+            help="auto (as `qc screen` serves on this CPU: bf16 where it has bf16 instructions), fp32 or bf16: "
+            "how verdicts move on CPUs that serve the other way.",
+        ),
+    ] = "auto",
 ) -> None:
     """Screen real blur and unblurred photos as `qc screen` does; choose the pixel and frame thresholds."""
     from model_training.calibrate import calibrate as run_calibrate
@@ -471,7 +479,9 @@ def calibrate(
     try:
         scales = parse_frame_scales(frame_scales) if frame_scales is not None else None
         config = InferenceConfig(frame_scales=scales)
-        detector = Detector.load(checkpoint, device="cpu", precision="auto", config=config)
+        if precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"--precision {precision!r}: give auto, fp32 or bf16")
+        detector = Detector.load(checkpoint, device="cpu", precision=precision, config=config)
         items = realdev_items(realdev) + photo_items(splits)
     except (OSError, ValueError, KeyError, CheckpointError) as exc:
         console.print(f"[red]error:[/red] {exc}")
@@ -507,6 +517,7 @@ def calibrate(
     )
     result["checkpoint"] = str(checkpoint)
     result["frame_scales"] = list(detector.frame_scales)
+    result["precision"] = "fp32" if detector.dtype is None else str(detector.dtype).removeprefix("torch.")
     out.mkdir(parents=True, exist_ok=True)
     (out / "calibration.json").write_text(json.dumps(result, indent=2))
     (out / "calibration.md").write_text(markdown(result))

@@ -223,6 +223,16 @@ def test_calibrate_command_reads_the_frame_at_the_sizes_it_is_given_and_records_
 
 
 @pytest.mark.integration
+def test_calibrate_command_screens_in_the_arithmetic_it_is_given(tmp_path):
+    args = _calibrate_args(tmp_path)
+    r = runner.invoke(app, [*args, "--out", str(tmp_path / "cal"), "--pixel-range", "0,1", "--precision", "fp32"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "cal" / "calibration.json").read_text())["precision"] == "fp32"
+    bad = runner.invoke(app, [*args, "--out", str(tmp_path / "cal"), "--precision", "fp8"])
+    assert bad.exit_code == 2 and "give auto, fp32 or bf16" in bad.output
+
+
+@pytest.mark.integration
 def test_calibrate_command_centres_its_window_on_the_checkpoints_blur_iou_threshold(tmp_path):
     args = _calibrate_args(tmp_path, thresholds={"pixel": 0.3, "pixel_iou": 0.55})
 
