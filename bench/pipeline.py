@@ -44,6 +44,7 @@ from qc_worker.config import Settings  # noqa: E402
 from qc_worker.db.migrate import upgrade  # noqa: E402
 from qc_worker.db.models import Screening  # noqa: E402
 from qc_worker.detector.inference import Detector, Prediction  # noqa: E402
+from qc_worker.detector.scales import coarse_frame_medians  # noqa: E402
 from qc_worker.images import decode_image  # noqa: E402
 from qc_worker.pipeline import analyse_image  # noqa: E402
 from tests.conftest import PG_ADMIN_URL, S3Endpoint  # noqa: E402
@@ -93,6 +94,7 @@ def analysis_alone(detector: Detector, decoded: list[np.ndarray], preds: list[Pr
             detector.pixel_threshold,
             settings,
             frame_threshold=detector.frame_threshold,
+            coarse_medians=coarse_frame_medians(rgb, pred.coarse, settings.observable),
         )
 
     analyse(decoded[0], preds[0])

@@ -40,7 +40,7 @@ from qc_worker.detector.boxes import Box
 from qc_worker.detector.faces import Foreground
 from qc_worker.detector.inference import Detector
 from qc_worker.detector.observable import observable_map
-from qc_worker.detector.regions import frame_median
+from qc_worker.detector.regions import frame_median, highest_frame_median
 from qc_worker.detector.scales import coarse_frame_medians
 from qc_worker.images import ImageError, decode_image
 from qc_worker.pipeline import analyse_image, find_subjects
@@ -92,8 +92,9 @@ class Scored:
     median: float
     laplacian: float
     hf: float
-    #: Probability maps of the smaller copies the frame rule reads (:attr:`Prediction.coarse`).
-    coarse: dict[float, np.ndarray]
+    #: Frame medians of the smaller copies the frame rule reads, by scale (once per image:
+    #: every threshold's verdicts reuse them).
+    coarse_medians: dict[float, float]
 
 
 def realdev_items(root: Path) -> list[RealItem]:
@@ -130,12 +131,9 @@ def score_items(
             continue
         pred = detector.predict([rgb])[0]
         valid = observable_map(rgb, settings.observable)
-        median = max(
-            [
-                frame_median(pred.probability, valid, settings.observable.min_observable_fraction),
-                *coarse_frame_medians(rgb, pred.coarse, settings.observable).values(),
-            ]
-        )
+        coarse = coarse_frame_medians(rgb, pred.coarse, settings.observable)
+        full = frame_median(pred.probability, valid, settings.observable.min_observable_fraction)
+        median, _ = highest_frame_median(full, coarse)
         out.append(
             Scored(
                 item,
@@ -148,7 +146,7 @@ def score_items(
                 median,
                 -laplacian_variance(rgb),
                 image_score(hf_blur_map(rgb)),
-                pred.coarse,
+                coarse,
             )
         )
         if progress:
@@ -165,7 +163,7 @@ def verdicts(
     """Each image's screening verdict at these thresholds, by the code `qc screen` runs."""
     return [
         analyse_image(
-            s.rgb, s.prob, s.inten, threshold, settings, s.subjects, s.observable, frame_threshold, s.coarse
+            s.rgb, s.prob, s.inten, threshold, settings, s.subjects, s.observable, frame_threshold, s.coarse_medians
         ).report.verdict
         for s in scored
     ]

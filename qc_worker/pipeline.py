@@ -90,7 +90,7 @@ def analyse_image(
     subjects: tuple[list[Face], Foreground | None] | None = None,
     observable: np.ndarray | None = None,
     frame_threshold: float | None = None,
-    coarse: Mapping[float, np.ndarray] | None = None,
+    coarse_medians: Mapping[float, float] | None = None,
 ) -> Analysis:
     """Regions, verdict and crop-safe ROIs of one image from its detector maps.
 
@@ -99,7 +99,9 @@ def analyse_image(
     on the same maps; ``subjects`` and ``observable`` (the image's own, computed by the
     caller) let it find the faces and the textured pixels once. ``frame_threshold`` is the
     model version's whole-frame rule (:mod:`qc_worker.detector.regions`; None: off), which
-    also reads the ``coarse`` maps of smaller copies (:attr:`Prediction.coarse`).
+    also weighs the ``coarse_medians`` of smaller copies (:func:`coarse_frame_medians` of
+    :attr:`Prediction.coarse`, computed once by the caller, as calibration's many
+    thresholds need them once).
     """
     faces, fg = subjects if subjects is not None else find_subjects(rgb, settings)
     if observable is None:
@@ -115,7 +117,7 @@ def analyse_image(
         observable=observable,
         min_observable_fraction=min_obs,
         frame_threshold=frame_threshold,
-        coarse_medians=coarse_frame_medians(rgb, coarse or {}, settings.observable),
+        coarse_medians=coarse_medians,
     )
     rois = crop_safe_rois(
         prob,
@@ -239,7 +241,7 @@ class Screener:
                 self.threshold,
                 self.settings,
                 frame_threshold=self.frame_threshold,
-                coarse=pred.coarse,
+                coarse_medians=coarse_frame_medians(d.rgb, pred.coarse, self.settings.observable),
             )
 
         if threads <= 1:

@@ -391,6 +391,14 @@ def frame_median(prob: np.ndarray, observable: np.ndarray | None = None, min_fra
 # --- verdict --------------------------------------------------------------------------
 
 
+def highest_frame_median(full: float, coarse_medians: Mapping[float, float] | None = None) -> tuple[float, float]:
+    """(median, scale): the highest of the full-size frame median and those read on smaller
+    copies (:func:`qc_worker.detector.scales.coarse_frame_medians`); ties go to full size."""
+    medians = {1.0: full, **(coarse_medians or {})}
+    scale = max(medians, key=lambda k: (medians[k], k))
+    return medians[scale], scale
+
+
 def worst_region(regions: Sequence[R], face_review_limit: float) -> R | None:
     """The most blurred face when some face is at least ``face_review_limit`` covered;
     else the foreground when it is blurred; else the largest blur component; else None.
@@ -540,10 +548,9 @@ def analyse_regions(
         ),
         *grid_regions(prob, intensity, threshold, config, evidence=evidence, _blurred=blurred),
     ]
-    medians = {1.0: frame_median(prob, observable, min_observable_fraction), **(coarse_medians or {})}
-    scale = max(medians, key=lambda k: (medians[k], k))
+    median, scale = highest_frame_median(frame_median(prob, observable, min_observable_fraction), coarse_medians)
     verdict, score, reasons = image_verdict(
-        regions, blurred_fraction, config, median=medians[scale], frame_threshold=frame_threshold, frame_scale=scale
+        regions, blurred_fraction, config, median=median, frame_threshold=frame_threshold, frame_scale=scale
     )
     worst = worst_region(regions, config.face_review_limit)
-    return RegionReport(tuple(regions), verdict, worst, blurred_fraction, score, reasons, medians[scale])
+    return RegionReport(tuple(regions), verdict, worst, blurred_fraction, score, reasons, median)

@@ -40,7 +40,7 @@ class _Fake:
         self.median = 1 - level
         self.laplacian = -level
         self.hf = level
-        self.coarse = {}
+        self.coarse_medians = {}
 
 
 def test_group_table_counts_right_verdicts_both_ways():
